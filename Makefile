@@ -1,0 +1,64 @@
+# SNDS lake: see README.md. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export UV_LINK_MODE ?= copy
+
+# make synth / demo
+N ?= 2000
+SEED ?= 42
+YEARS ?= 2019-2021
+OUT ?= var/deliveries/synthetic-n$(N)-s$(SEED)
+# make demo / run
+ENGINE ?= duckdb
+REGION ?=
+RELEASE ?=
+INPUT ?=
+
+.PHONY: help install lock demo test airflow run synth bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## create .venv from requirements.lock (checks Java 17+)
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@scripts/check_java.sh
+	@test -n "$(PYTHON)" || { echo "ERROR: Python 3.11 is required (python3.11 not found)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "ERROR: Python 3.11 is required, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip sync --quiet requirements.lock
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet --no-deps -e .
+	@$(BIN)/python -c 'import pyspark; v = pyspark.__version__; assert v.startswith("4.3"), "pyspark " + v + " installed, 4.3 expected"; print("pyspark", v, "OK")'
+	@touch $@
+
+lock: ## re-resolve requirements.in into requirements.lock (pyspark-client excluded)
+	$(BIN)/uv pip compile requirements.in --override overrides.txt -o requirements.lock --python-version 3.11 --no-header
+
+demo: install ## synthetic delivery (N=2000, 3 years) through the release DAG; ENGINE=duckdb|spark
+	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out var/deliveries/demo
+	$(BIN)/python -m snds_operators.localrun run --input var/deliveries/demo --release demo-n$(N)-s$(SEED) --engine $(ENGINE) $(if $(REGION),--region $(REGION))
+
+test: install ## the whole test suite
+	$(BIN)/python -m pytest
+
+airflow: install ## airflow standalone with the project's DAGs (UI on :8080)
+	$(BIN)/python -m snds_operators.localrun airflow
+
+run: install ## run the release DAG: make run RELEASE=<id> INPUT=<dir> [REGION=<r>] [ENGINE=duckdb|spark]
+	@test -n "$(RELEASE)" -a -n "$(INPUT)" || { echo "usage: make run RELEASE=<id> INPUT=<delivery dir> [REGION=<region>] [ENGINE=duckdb|spark]"; exit 2; }
+	$(BIN)/python -m snds_operators.localrun run --input "$(INPUT)" --release "$(RELEASE)" $(if $(REGION),--region $(REGION)) $(if $(filter command line,$(origin ENGINE)),--engine $(ENGINE))
+
+synth: install ## synthetic delivery: make synth N=<n> SEED=<s> YEARS=<y1-y2> OUT=<dir>
+	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out $(OUT)
+
+bench: install ## benchmark generator and ingest (10k and 50k beneficiaries, both engines)
+	$(BIN)/python benchmarks/run.py --out var/bench/results.json
+
+clean: ## remove var/ (lake, Airflow home, deliveries, logs); keeps .venv
+	rm -rf var

@@ -1,0 +1,153 @@
+"""`make bench`: generator and ingest throughput, per size and per engine, against an I/O floor.
+
+For each size (default 10,000 and 50,000 beneficiaries over 3 years) it generates a synthetic delivery,
+then, on the same files and in the same run:
+- ingest on DuckDB (`python -m spark_jobs.ingest --engine duckdb`),
+- ingest on Spark (`spark-submit --master local[N] spark_jobs/ingest.py --engine spark`),
+- the I/O floor: DuckDB's plain CSV -> Parquet conversion of every file (type sniffing, no validation,
+  no quarantine), i.e. the least work any ingest must do.
+Each is a separate process; wall time and peak RSS (largest process of its tree) are recorded.
+Results go to a JSON file and a table is printed. This is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SPARK_SUBMIT = str(Path(PY).parent / "spark-submit")
+
+# Runs a command and prints the peak RSS (KiB) of its process tree: RUSAGE_CHILDREN of this
+# wrapper covers the command and every descendant it waited for (spark-submit -> JVM).
+_MEASURE = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(r.returncode)"
+)
+
+_FLOOR = """
+import sys, time, duckdb
+from pathlib import Path
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+dst.mkdir(parents=True, exist_ok=True)
+con = duckdb.connect()
+con.execute("SET threads = %s" % sys.argv[3])
+for f in sorted(src.glob("*.csv")):
+    con.execute(f"COPY (SELECT * FROM read_csv('{f}', delim=';', header=true, strict_mode=false, "
+                f"ignore_errors=true, null_padding=true)) TO '{dst / (f.stem + '.parquet')}' (FORMAT parquet, COMPRESSION zstd)")
+"""
+
+
+def measured(cmd: list[str], env: dict | None = None, log: Path | None = None) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [PY, "-c", _MEASURE, *cmd], env={**os.environ, **(env or {})}, cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seconds = time.perf_counter() - t0
+    if log:
+        log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    peak = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak[-1] / 1024, 1) if peak else None}
+
+
+def count_rows(delivery: Path) -> int:
+    n = 0
+    for f in delivery.glob("*.csv"):
+        with open(f, "rb") as fh:
+            n += sum(1 for line in fh if line.strip()) - 1
+    return n
+
+
+def bench_size(n: int, years: str, work: Path, cores: int, engines: list[str]) -> dict:
+    delivery = work / f"delivery-n{n}"
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    if delivery.exists():
+        shutil.rmtree(delivery)
+    print(f"[n={n}] generating ...", flush=True)
+    gen = measured([PY, "-m", "snds_synth", "--n", str(n), "--seed", "1", "--years", years, "--out", str(delivery),
+                    "--quiet"], log=logs / f"synth-n{n}.log")
+    rows = count_rows(delivery)
+    size_mb = sum(f.stat().st_size for f in delivery.glob("*.csv")) / 2**20
+    result = {"beneficiaries": n, "years": years, "input_rows": rows, "input_mb": round(size_mb, 1),
+              "generator": gen, "engines": {}}
+    print(f"[n={n}] {rows:,} rows, {size_mb:.0f} MB, generated in {gen['seconds']} s", flush=True)
+
+    print(f"[n={n}] I/O floor (DuckDB CSV -> Parquet) ...", flush=True)
+    floor = measured([PY, "-c", _FLOOR, str(delivery), str(work / f"floor-n{n}"), str(cores)],
+                     log=logs / f"floor-n{n}.log")
+    result["io_floor"] = floor
+    for engine in engines:
+        out = work / f"lake-n{n}-{engine}"
+        args = ["--engine", engine, "--input", str(delivery), "--output", str(out / "ingest"),
+                "--quarantine", str(out / "quarantine"), "--report", str(out / "ingest.json"),
+                "--release", f"bench-{n}", "--run-id", "bench"]
+        print(f"[n={n}] ingest on {engine} ...", flush=True)
+        if engine == "duckdb":
+            cmd = [PY, "-m", "spark_jobs.ingest", *args, "--duckdb-threads", str(cores)]
+        else:
+            cmd = [SPARK_SUBMIT, "--master", f"local[{cores}]", "--driver-memory", "6g",
+                   "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.ansi.enabled=false",
+                   str(PROJECT_ROOT / "spark_jobs" / "ingest.py"), *args]
+        m = measured(cmd, env={"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": PY}, log=logs / f"ingest-n{n}-{engine}.log")
+        report = json.loads((out / "ingest.json").read_text())
+        assert report["totals"]["rows_read"] == rows, (report["totals"], rows)
+        m["rows_per_s_per_core"] = round(rows / m["seconds"] / cores)
+        m["ratio_to_io_floor"] = round(m["seconds"] / floor["seconds"], 2)
+        m["quarantined"] = report["totals"]["quarantined"]
+        result["engines"][engine] = m
+        shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(work / f"floor-n{n}", ignore_errors=True)
+    return result
+
+
+def print_table(results: list[dict], cores: int) -> None:
+    print()
+    print(f"{'size':>8} {'rows':>11} {'generator':>10} {'I/O floor':>10} {'engine':>7} {'ingest':>9} "
+          f"{'rows/s/core':>12} {'x floor':>8} {'peak RSS':>9}")
+    for r in results:
+        for engine, m in r["engines"].items():
+            print(f"{r['beneficiaries']:>8,} {r['input_rows']:>11,} {r['generator']['seconds']:>9.1f}s "
+                  f"{r['io_floor']['seconds']:>9.1f}s {engine:>7} {m['seconds']:>8.1f}s "
+                  f"{m['rows_per_s_per_core']:>12,} {m['ratio_to_io_floor']:>8.2f} {m['peak_rss_mb']:>7.0f}MB")
+    print(f"({cores} cores; rows/s per core = input rows / ingest seconds / cores)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="10000,50000")
+    p.add_argument("--years", default="2019-2021")
+    p.add_argument("--engines", default="duckdb,spark")
+    p.add_argument("--work", default=str(PROJECT_ROOT / "var" / "bench"))
+    p.add_argument("--out", default=str(PROJECT_ROOT / "var" / "bench" / "results.json"))
+    args = p.parse_args(argv)
+    cores = os.cpu_count() or 1
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results = [bench_size(int(n), args.years, work, cores, args.engines.split(",")) for n in args.sizes.split(",")]
+    payload = {
+        "machine": {"cores": cores, "platform": platform.platform(), "python": platform.python_version()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+    print_table(results, cores)
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Builds the release DAG of each region from config/regions/*.yaml.
+
+The DAG file (dags/snds_release.py) only calls `build_release_dags()`; everything here is cheap to
+import (no DuckDB, Spark or pandas): the steps run in their own processes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+from airflow.sdk import DAG, Param, task
+
+from snds_operators.operators import step_operator
+from snds_operators.regions import Region, load_regions
+
+RELEASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+DOC = """\
+### SNDS release pipeline, region `{region}`
+
+Turns one SNDS delivery (a directory of CSV files as CNAM delivers them) into the lake of region
+`{region}` (`{lake}`), on the `{engine}` engine.
+
+Trigger with the release id and the delivery directory, e.g.
+`{{"release": "2024-06", "input": "/data/snds/deliveries/2024-06"}}`.
+
+Steps: `prepare_run` (checks the parameters, fixes the run's paths) -> `ingest` (CSV -> typed Parquet +
+quarantine) -> `summarize` (writes `runs/release=<release>/<run>/summary.json`).
+"""
+
+
+def safe_run_id(run_id: str) -> str:
+    """A run id usable as a directory name (Airflow run ids contain ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+
+
+def run_paths(lake_root: Path, release: str, run_id: str) -> dict[str, str]:
+    run_dir = lake_root / "runs" / f"release={release}" / safe_run_id(run_id)
+    return {
+        "ingest": str(lake_root / "ingest" / f"release={release}"),
+        "quarantine": str(lake_root / "quarantine" / f"release={release}"),
+        "run_dir": str(run_dir),
+        "ingest_report": str(run_dir / "steps" / "ingest.json"),
+    }
+
+
+def _xcom(key: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='prepare_run')['" + key + "'] }}"
+
+
+def build_release_dag(region: Region) -> DAG:
+    with DAG(
+        dag_id=f"snds_release__{region.name}",
+        description=f"SNDS delivery -> lake, region {region.name} ({region.engine})",
+        schedule=None,
+        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+        catchup=False,
+        max_active_runs=1,  # runs of one region write the same release directories
+        tags=["snds", f"region:{region.name}", f"engine:{region.engine}"],
+        doc_md=DOC.format(region=region.name, lake=region.lake_root, engine=region.engine),
+        params={
+            "release": Param("", type="string", pattern=RELEASE_PATTERN,
+                             description="Data release id, e.g. 2024-06"),
+            "input": Param("", type="string", minLength=1,
+                           description="Delivery directory (CSV files as CNAM delivers them)"),
+        },
+        default_args={"retries": 0},
+    ) as dag:
+
+        @task(task_id="prepare_run")
+        def prepare_run(params: dict | None = None, run_id: str | None = None) -> dict[str, str]:
+            release, delivery = params["release"], params["input"]
+            if not re.match(RELEASE_PATTERN, release or ""):
+                raise ValueError(f"release {release!r} must match {RELEASE_PATTERN}")
+            if not Path(delivery).is_dir():
+                raise FileNotFoundError(f"delivery directory {delivery!r} not found")
+            paths = run_paths(region.lake_root, release, run_id)
+            paths.update(release=release, input=str(Path(delivery).resolve()), run_id=run_id)
+            Path(paths["run_dir"], "steps").mkdir(parents=True, exist_ok=True)
+            return paths
+
+        ingest = step_operator(
+            task_id="ingest",
+            step="ingest",
+            region=region,
+            step_args=[
+                "--input", _xcom("input"),
+                "--output", _xcom("ingest"),
+                "--quarantine", _xcom("quarantine"),
+                "--report", _xcom("ingest_report"),
+                "--release", _xcom("release"),
+                "--run-id", _xcom("run_id"),
+                "--config", str(region.ingest_config),
+            ],
+        )
+
+        @task(task_id="summarize", trigger_rule="all_done")
+        def summarize(paths: dict[str, str]) -> str:
+            from spark_jobs.report import assemble_summary, human_summary, write_json_atomic
+
+            run_dir = Path(paths["run_dir"])
+            path = assemble_summary(
+                run_dir, region=region.name, release=paths["release"], run_id=paths["run_id"],
+                engine=region.engine, input_uri=paths["input"],
+            )
+            with open(path, encoding="utf-8") as fh:
+                summary = json.load(fh)
+            for line in human_summary(summary).splitlines():
+                print(line)
+            write_json_atomic(run_dir.parent / "latest.json", {"run_id": paths["run_id"], "summary": str(path)})
+            print(f"summary: {path}")
+            if summary["status"] != "success":
+                raise RuntimeError(f"release run failed; see {path}")
+            return str(path)
+
+        paths = prepare_run()
+        paths >> ingest >> summarize(paths)
+    return dag
+
+
+def build_release_dags() -> dict[str, DAG]:
+    return {dag.dag_id: dag for dag in (build_release_dag(r) for r in load_regions().values())}

@@ -1,0 +1,185 @@
+"""Run the release DAG on this machine: what `make demo`, `make run` and `make airflow` call.
+
+    python -m snds_operators.localrun run --input DIR --release R [--region local] [--engine duckdb|spark]
+    python -m snds_operators.localrun airflow      # airflow standalone with the project's DAGs
+
+Airflow's metadata database is SQLite under var/airflow (project-local AIRFLOW_HOME). The release DAG
+runs with `airflow dags test`; its full log goes to var/logs/, and the terminal shows progress:
+task starts and ends, and the step's own lines (files, row counts, timings). The last line printed
+is the path of the run's summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from snds_operators.regions import PROJECT_ROOT, default_region, load_regions
+
+VAR = PROJECT_ROOT / "var"
+AIRFLOW_HOME = VAR / "airflow"
+
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+_TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+)")
+_STATE = re.compile(r"Task instance state updated .*new_state=(\w+)")
+_STEP_LINE = re.compile(r"(snds\.\w+: .*?)(?:\s+\[airflow\.task.*)?$")
+_ERROR = re.compile(r"(DeliveryError|AccountingError|AirflowFailException|Error:)\s*(.*)")
+
+
+def java_home() -> str | None:
+    """JAVA_HOME, or the home of the `java` on PATH (Spark needs it)."""
+    if os.environ.get("JAVA_HOME"):
+        return os.environ["JAVA_HOME"]
+    java = shutil.which("java")
+    if not java:
+        return None
+    return str(Path(os.path.realpath(java)).parent.parent)
+
+
+def local_env(engine: str | None = None) -> dict[str, str]:
+    """Environment for Airflow commands on this machine."""
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    env.setdefault("AIRFLOW_HOME", str(AIRFLOW_HOME))
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_ROOT / "dags")
+    env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT_ROOT / "plugins")
+    env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
+    env.setdefault("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "2")
+    env.setdefault("AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR", "True")
+    # The local region's Spark connection, explicitly (a missing one would mean YARN).
+    env.setdefault("AIRFLOW_CONN_SPARK_LOCAL", json.dumps({"conn_type": "spark", "host": "local[*]"}))
+    env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    jh = java_home()
+    if jh:
+        env.setdefault("JAVA_HOME", jh)
+    if engine:
+        env["SNDS_ENGINE"] = engine
+    return env
+
+
+def ensure_airflow_db(env: dict[str, str]) -> None:
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if (home / "airflow.db").exists():
+        return
+    print(f"Creating the Airflow metadata database in {home} ...", flush=True)
+    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def _follow(proc: subprocess.Popen, log_file: Path) -> None:
+    """Copy the dags-test output to the log file; echo progress lines to the terminal."""
+    started: dict[str, float] = {}
+    state: dict[str, str] = {}
+    with open(log_file, "w", encoding="utf-8") as log:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if m := _TASK_START.search(line):
+                started[m.group(1)] = time.monotonic()
+                print(f"▶ {m.group(1)}", flush=True)
+            elif m := _STATE.search(line):
+                state["last"] = m.group(1)
+            elif m := _TASK_END.search(line):
+                task_id = m.group(1)
+                secs = time.monotonic() - started.get(task_id, time.monotonic())
+                print(f"■ {task_id}: {state.get('last', '?')} ({secs:.1f} s)", flush=True)
+            elif "snds." in line and (m := _STEP_LINE.search(line)):
+                print(f"    {m.group(1).strip()}", flush=True)
+
+
+def _last_run_id(log_file: Path) -> str | None:
+    found = re.findall(r"run_id='?([^',\s]+)", log_file.read_text())
+    return found[-1] if found else None
+
+
+def run_release(*, region_name: str | None, release: str, input_dir: str, engine: str | None) -> Path:
+    env = local_env(engine)
+    os.environ.update({k: env[k] for k in ("SNDS_ENGINE",) if k in env})
+    regions = load_regions()
+    region = regions[region_name] if region_name else default_region(regions)
+    if region_name and region_name not in regions:
+        raise SystemExit(f"unknown region {region_name!r}; known: {', '.join(regions)}")
+    input_path = Path(input_dir).resolve()
+    if not input_path.is_dir():
+        raise SystemExit(f"delivery directory {input_dir!r} not found")
+    ensure_airflow_db(env)
+    dag_id = f"snds_release__{region.name}"
+    logs = Path(env["AIRFLOW_HOME"]) / "run-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_file = logs / f"{dag_id}-{release}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    conf = json.dumps({"release": release, "input": str(input_path)})
+    print(f"Running {dag_id} on {region.engine if not engine else engine}: release {release}, delivery {input_path}")
+    print(f"(full Airflow log: {log_file})", flush=True)
+    t0 = time.monotonic()
+    with subprocess.Popen(
+        ["airflow", "dags", "test", dag_id, "-c", conf],
+        env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+    ) as proc:
+        _follow(proc, log_file)
+        code = proc.wait()
+    latest = region.lake_root / "runs" / f"release={release}" / "latest.json"
+    summary_path = Path(json.loads(latest.read_text())["summary"]) if latest.exists() else None
+    if summary_path and summary_path.exists():
+        from spark_jobs.report import human_summary
+
+        summary = json.loads(summary_path.read_text())
+        if summary["run_id"] != _last_run_id(log_file):
+            summary_path = None  # latest.json is from an earlier run: this one died before summarize
+    if summary_path:
+        print()
+        print(human_summary(summary))
+        print(f"Done in {time.monotonic() - t0:.0f} s.")
+    summary = json.loads(summary_path.read_text()) if summary_path and summary_path.exists() else None
+    if code != 0 or summary is None or summary["status"] != "success":
+        # The failing step's own error first; otherwise the last error lines of the Airflow log.
+        errors = [f"{name}: {step['error']}" for name, step in (summary or {}).get("steps", {}).items()
+                  if step.get("status") != "success" and step.get("error")]
+        if not errors:
+            errors = [m.group(0) for m in map(_ERROR.search, log_file.read_text().splitlines()) if m][-3:]
+        for e in errors:
+            print(f"  {e[:500]}", file=sys.stderr)
+        raise SystemExit(f"release run failed (exit code {code}); full log: {log_file}")
+    print(summary_path)
+    return summary_path
+
+
+def standalone() -> None:
+    env = local_env()
+    ensure_airflow_db(env)
+    home = Path(env["AIRFLOW_HOME"])
+    port = env.get("AIRFLOW__API__PORT", "8080")
+    print(f"Starting airflow standalone (AIRFLOW_HOME={home}).")
+    print(f"UI: http://localhost:{port}   user: admin")
+    print(f"Admin password: in {home / 'simple_auth_manager_passwords.json.generated'} (also printed below)")
+    print("Stop with Ctrl-C.", flush=True)
+    os.execvpe("airflow", ["airflow", "standalone"], env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="snds_operators.localrun", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the release DAG of a region on a delivery directory")
+    r.add_argument("--input", required=True)
+    r.add_argument("--release", required=True)
+    r.add_argument("--region", default=None, help="region name (default: the default region)")
+    r.add_argument("--engine", default=None, choices=["duckdb", "spark"], help="override the region's engine")
+    sub.add_parser("airflow", help="airflow standalone with the project's DAGs")
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        run_release(region_name=args.region, release=args.release, input_dir=args.input, engine=args.engine)
+    else:
+        standalone()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

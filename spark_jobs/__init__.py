@@ -1,0 +1,1 @@
+"""Step entry points and the engine-neutral step runner (DuckDB or Spark)."""

@@ -1,0 +1,100 @@
+"""What a step needs from an engine: read lines, run SQL into named views, write Parquet.
+
+Steps are written against this small interface so that the same step code and the same SQL run on
+DuckDB (embedded default) and on Spark (local[*], standalone or EMR). Everything that differs between
+the two engines lives in the two adapters of this package and nowhere else:
+- the SQL dialect (SQL is authored in DuckDB's dialect and transpiled by sqlglot for Spark),
+- how a text file is read as raw lines (encoding, header skipping),
+- how Parquet is written so that file names and row order are deterministic.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+from pathlib import Path
+
+import sqlglot
+
+#: Dialect the SQL under sql/ is authored in.
+AUTHORING_DIALECT = "duckdb"
+
+
+def local_path(uri: str) -> Path:
+    """Local filesystem path of a file:// URI or plain path; other schemes are refused clearly."""
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    if "://" in uri:
+        raise ValueError(
+            f"{uri}: only local paths and file:// URIs are supported by this runner "
+            "(object-store URIs are handled by the EMR engines)"
+        )
+    return Path(uri)
+
+
+class Engine(abc.ABC):
+    """One SQL engine session for one step run."""
+
+    name: str
+    dialect: str
+
+    def transpile(self, sql: str) -> str:
+        """SQL authored in DuckDB's dialect, in this engine's dialect."""
+        if self.dialect == AUTHORING_DIALECT:
+            return sql
+        out = sqlglot.transpile(sql, read=AUTHORING_DIALECT, write=self.dialect)
+        if len(out) != 1:
+            raise ValueError(f"expected one SQL statement, got {len(out)}")
+        return out[0]
+
+    @abc.abstractmethod
+    def read_lines(self, view: str, path: Path, encoding: str) -> None:
+        """Register `view(line VARCHAR)`: the data lines of a text file, header line excluded."""
+
+    @abc.abstractmethod
+    def create_view(self, view: str, sql: str, materialize: bool = False) -> None:
+        """Register `view` as the result of `sql` (authoring dialect). `materialize` computes it once
+        so that several outputs can be taken from it without recomputing."""
+
+    @abc.abstractmethod
+    def rows(self, sql: str) -> list[tuple]:
+        """Run a query (authoring dialect) returning a small result."""
+
+    @abc.abstractmethod
+    def write_parquet(self, sql: str, directory: Path) -> None:
+        """Write the result of `sql` (authoring dialect) as Parquet files in `directory` (created),
+        named part-00000.parquet, part-00001.parquet, ... in a deterministic order."""
+
+    @abc.abstractmethod
+    def read_parquet(self, view: str, directory: Path) -> None:
+        """Register `view` over the Parquet files of `directory` (hive partitions become columns)."""
+
+    @abc.abstractmethod
+    def drop_view(self, view: str) -> None:
+        """Forget a view (and free its materialised data)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the session."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def replace_directory(staged: Path, final: Path) -> None:
+    """Make `staged` visible as `final`, replacing any previous content, without a moment where a
+    reader sees a half-written `final`: the old directory is renamed aside, the new one renamed in
+    (both renames are atomic on a local filesystem), then the old one is deleted."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(final.name + ".__old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old.exists():
+        shutil.rmtree(old)

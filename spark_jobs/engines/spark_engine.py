@@ -1,0 +1,106 @@
+"""Spark adapter: the same steps on Spark (spark-submit local[*], standalone cluster, or EMR)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from .base import Engine
+
+log = logging.getLogger(__name__)
+
+# Session settings every step relies on, whatever the cluster. They are also passed on the
+# spark-submit command line (see plugins/snds_operators) so that the driver starts with them.
+SPARK_SQL_CONF = {
+    # Non-ANSI mode: an out-of-range array index or a failed cast gives NULL, as DuckDB's TRY_CAST and
+    # list indexing do. The SQL checks every value it parses and turns such NULLs into quarantine reasons.
+    "spark.sql.ansi.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.compression.codec": "zstd",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+}
+
+_ENCODINGS = {"utf-8": "UTF-8", "utf8": "UTF-8", "latin-1": "ISO-8859-1", "iso-8859-1": "ISO-8859-1", "latin1": "ISO-8859-1"}
+
+
+class SparkEngine(Engine):
+    name = "spark"
+    dialect = "spark"
+
+    def __init__(self, spark=None, app_name: str = "snds-step"):
+        if spark is None:
+            from pyspark.sql import SparkSession
+
+            builder = SparkSession.builder.appName(app_name)
+            if "PYSPARK_GATEWAY_PORT" not in os.environ:
+                # Plain `python -m spark_jobs.<step> --engine spark` (not under spark-submit, which
+                # sets the master itself): run on all local cores.
+                builder = builder.master(os.environ.get("SNDS_SPARK_MASTER", "local[*]"))
+                builder = builder.config("spark.ui.enabled", "false")
+            for key, value in SPARK_SQL_CONF.items():
+                builder = builder.config(key, value)
+            spark = builder.getOrCreate()
+        for key, value in SPARK_SQL_CONF.items():
+            spark.conf.set(key, value)
+        self.spark = spark
+        self._cached: dict[str, object] = {}
+
+    def read_lines(self, view: str, path: Path, encoding: str) -> None:
+        enc = _ENCODINGS.get(encoding.lower())
+        if enc is None:
+            raise ValueError(f"unsupported encoding {encoding!r} (use utf-8 or latin-1)")
+        # The CSV reader (not the text reader) because it decodes Latin-1; \x01 never occurs, so each
+        # line is one value and the step's SQL splits the fields, as on DuckDB.
+        df = (
+            self.spark.read.schema("line STRING")
+            .option("header", "true")
+            .option("sep", "\u0001")
+            .option("quote", "")
+            .option("escape", "")
+            .option("encoding", enc)
+            .option("ignoreLeadingWhiteSpace", "false")
+            .option("ignoreTrailingWhiteSpace", "false")
+            .option("enforceSchema", "true")
+            .csv(str(path))
+        )
+        df.createOrReplaceTempView(view)
+
+    def create_view(self, view: str, sql: str, materialize: bool = False) -> None:
+        df = self.spark.sql(self.transpile(sql))
+        if materialize:
+            df = df.persist()
+            df.count()  # compute once, now
+            self._cached[view] = df
+        df.createOrReplaceTempView(view)
+
+    def rows(self, sql: str) -> list[tuple]:
+        return [tuple(r) for r in self.spark.sql(self.transpile(sql)).collect()]
+
+    def write_parquet(self, sql: str, directory: Path) -> None:
+        staging = directory.with_name(directory.name + ".__spark")
+        if staging.exists():
+            shutil.rmtree(staging)
+        self.spark.sql(self.transpile(sql)).write.mode("overwrite").parquet(str(staging))
+        directory.mkdir(parents=True, exist_ok=True)
+        # Spark names parts part-<index>-<random uuid>-c000...; keep the index, drop the randomness,
+        # so that the same input gives the same file names.
+        parts = sorted(p for p in staging.iterdir() if p.name.startswith("part-") and p.name.endswith(".parquet"))
+        for i, part in enumerate(parts):
+            part.rename(directory / f"part-{i:05d}.parquet")
+        shutil.rmtree(staging)
+
+    def read_parquet(self, view: str, directory: Path) -> None:
+        self.spark.read.option("basePath", str(directory)).parquet(str(directory)).createOrReplaceTempView(view)
+
+    def drop_view(self, view: str) -> None:
+        df = self._cached.pop(view, None)
+        if df is not None:
+            df.unpersist()
+        self.spark.catalog.dropTempView(view)
+
+    def close(self) -> None:
+        for view in list(self._cached):
+            self.drop_view(view)

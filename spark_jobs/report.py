@@ -1,0 +1,101 @@
+"""Step reports and the run summary.
+
+Each step writes one JSON report (`<run dir>/steps/<step>.json`); the summarize task of the DAG
+assembles them into the run's `summary.json`. Reports hold counts, paths and timings only, never
+row values, so no patient identifier can reach them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SUMMARY_VERSION = 1
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout (`+dirty` if modified)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        base = version("snds-lake")
+    except PackageNotFoundError:
+        base = "0+unknown"
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        return f"{base}+g{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return base
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def assemble_summary(run_dir: Path, *, region: str, release: str, run_id: str, engine: str,
+                     input_uri: str, extra: dict | None = None) -> Path:
+    """Collect the step reports of a run into `<run_dir>/summary.json` and return its path."""
+    steps = {}
+    steps_dir = run_dir / "steps"
+    for report in sorted(steps_dir.glob("*.json")) if steps_dir.is_dir() else []:
+        with open(report, encoding="utf-8") as fh:
+            data = json.load(fh)
+        steps[data["step"]] = data
+    summary = {
+        "summary_version": SUMMARY_VERSION,
+        "region": region,
+        "release": release,
+        "run_id": run_id,
+        "engine": engine,
+        "input": input_uri,
+        "code_version": code_version(),
+        "written_at": now_utc(),
+        "status": "success" if steps and all(s.get("status") == "success" for s in steps.values()) else "failed",
+        "steps": steps,
+    }
+    if extra:
+        summary.update(extra)
+    path = run_dir / "summary.json"
+    write_json_atomic(path, summary)
+    return path
+
+
+def human_summary(summary: dict) -> str:
+    """A short text view of a summary for the terminal."""
+    lines = [
+        f"Release {summary['release']} · region {summary['region']} · engine {summary['engine']} · "
+        f"run {summary['run_id']} · {summary['status'].upper()}"
+    ]
+    for name, step in summary["steps"].items():
+        totals = step.get("totals", {})
+        lines.append(
+            f"  {name:<12} {step.get('status', '?'):<8} {step.get('seconds', 0):>7.1f} s  "
+            + "  ".join(f"{k}={v:,}" for k, v in totals.items())
+        )
+        for table, t in sorted(step.get("tables", {}).items()):
+            q = f", {t['quarantined']:,} quarantined" if t.get("quarantined") else ""
+            lines.append(f"    {table:<12} {t['rows']:>10,} rows{q}")
+        by_reason = step.get("quarantine", {}).get("by_reason", {})
+        if by_reason:
+            lines.append("    quarantine: " + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason.items())))
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""Loads the step SQL from sql/ and renders it.
+
+SQL files are Jinja templates in DuckDB's dialect: Jinja only fills in what the configuration and
+the table schemas decide (column lists, code lists, thresholds), never engine differences. The engine
+adapter transpiles the rendered SQL with sqlglot when it runs on Spark.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jinja2
+
+#: Root of the SQL tree; SNDS_SQL_DIR overrides it (e.g. when the jobs run from a packaged zip).
+SQL_DIR = Path(os.environ.get("SNDS_SQL_DIR", Path(__file__).resolve().parent.parent / "sql"))
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    """A quoted SQL identifier (SNDS names are upper case and must stay so)."""
+    if '"' in name:
+        raise ValueError(f"invalid identifier {name!r}")
+    return f'"{name}"'
+
+
+def _raise(message: str):
+    raise jinja2.TemplateError(message)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(SQL_DIR)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    env.filters["sql_string"] = sql_string
+    env.filters["ident"] = ident
+    env.globals["raise"] = _raise
+    return env
+
+
+_ENV: jinja2.Environment | None = None
+
+
+def render(template: str, **params) -> str:
+    """Render sql/<template> with `params` into one SQL statement (authoring dialect)."""
+    global _ENV
+    if _ENV is None:
+        _ENV = _environment()
+    return _ENV.get_template(template).render(**params).strip().rstrip(";")

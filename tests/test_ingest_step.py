@@ -1,0 +1,140 @@
+"""Ingest step on a synthetic delivery: counts against the generator's truth, both engines equal,
+deterministic and idempotent outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from conftest import PROJECT_ROOT
+from helpers import ingest_delivery, table_rows, table_schema
+
+
+@pytest.fixture(scope="module")
+def duckdb_run(synth_delivery, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ingest_duckdb")
+    return out, ingest_delivery("duckdb", synth_delivery, out)
+
+
+@pytest.fixture(scope="module")
+def spark_run(synth_delivery, tmp_path_factory, spark):
+    out = tmp_path_factory.mktemp("ingest_spark")
+    return out, ingest_delivery("spark", synth_delivery, out, spark=spark)
+
+
+def _per_file(report: dict) -> dict:
+    return {f["file"]: f for t in report["tables"].values() for f in t["files"]}
+
+
+def test_counts_match_the_truth(duckdb_run, synth_truth):
+    out, report = duckdb_run
+    files = _per_file(report)
+    assert set(files) == set(synth_truth["files"])
+    for name, truth in synth_truth["files"].items():
+        got = files[name]
+        assert got["rows_read"] == truth["rows"], name
+        assert got["quarantine_reasons"] == truth["quarantine"], name
+        assert got["rows"] == truth["rows"] - sum(truth["quarantine"].values()), name
+    t = report["totals"]
+    assert t["rows_read"] == t["rows_written"] + t["quarantined"]
+    assert t["quarantined"] > 0  # the generator plants malformed rows
+    # Every table's Parquet row count is what the report says.
+    con = duckdb.connect()
+    for table, info in report["tables"].items():
+        (n,) = con.execute(f"SELECT count(*) FROM read_parquet('{out}/ingest/{table}/**/*.parquet')").fetchone()
+        assert n == info["rows"], table
+
+
+def test_quarantine_keeps_raw_line_and_reason(duckdb_run, synth_delivery):
+    out, report = duckdb_run
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT source_file, reason, raw_line FROM read_parquet('{out}/quarantine/**/*.parquet')").fetchall()
+    assert len(rows) == report["quarantine"]["rows"]
+    for source_file, reason, raw_line in rows[:50]:
+        lines = (synth_delivery / source_file).read_text(encoding="utf-8").splitlines()
+        assert raw_line in lines, (source_file, reason)
+
+
+def test_engines_give_equal_outputs(duckdb_run, spark_run):
+    """Engine equivalence: same tables, same schemas, same rows (as multisets), same quarantine."""
+    (d_out, d_rep), (s_out, s_rep) = duckdb_run, spark_run
+    assert d_rep["totals"] == s_rep["totals"]
+    assert d_rep["quarantine"]["by_reason"] == s_rep["quarantine"]["by_reason"]
+    for zone in ("ingest", "quarantine"):
+        d_parts = sorted(p.relative_to(d_out / zone) for p in (d_out / zone).rglob("*.parquet"))
+        s_parts = sorted(p.relative_to(s_out / zone) for p in (s_out / zone).rglob("*.parquet"))
+        assert {p.parent for p in d_parts} == {p.parent for p in s_parts}
+        for part_dir in sorted({p.parent for p in d_parts}):
+            d_dir, s_dir = d_out / zone / part_dir, s_out / zone / part_dir
+            assert table_schema(d_dir) == table_schema(s_dir), part_dir
+            assert table_rows(d_dir) == table_rows(s_dir), part_dir
+
+
+def _digest(root) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_rerun_is_byte_identical_and_replaces_output(synth_delivery, tmp_path):
+    first = ingest_delivery("duckdb", synth_delivery, tmp_path, run_id="a")
+    digest = _digest(tmp_path)
+    (tmp_path / "ingest" / "stale_table").mkdir()  # leftovers of an older run disappear
+    second = ingest_delivery("duckdb", synth_delivery, tmp_path, run_id="b")
+    assert _digest(tmp_path) == digest
+    assert first["totals"] == second["totals"]
+    assert not list(tmp_path.glob("*.__staging-*")) and not list(tmp_path.glob("*.__old"))
+
+
+def test_spark_output_is_deterministic(synth_delivery, tmp_path, spark):
+    a, b = tmp_path / "a", tmp_path / "b"
+    ingest_delivery("spark", synth_delivery, a, spark=spark, run_id="a")
+    ingest_delivery("spark", synth_delivery, b, spark=spark, run_id="b")
+    assert _digest(a) == _digest(b)
+
+
+def test_failed_ingest_leaves_previous_output(synth_delivery, tmp_path, monkeypatch):
+    """A run that fails half-way (here: on the third file) leaves the previous output as it was,
+    and no staging directory behind."""
+    import spark_jobs.ingest as ingest
+
+    ingest_delivery("duckdb", synth_delivery, tmp_path, run_id="good")
+    before = _digest(tmp_path)
+    real, calls = ingest.ingest_file, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "ingest_file", failing)
+    with pytest.raises(OSError, match="simulated"):
+        ingest_delivery("duckdb", synth_delivery, tmp_path, run_id="bad")
+    assert _digest(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ingest", "quarantine"]
+
+
+def test_entry_point_cli_writes_report(synth_delivery, tmp_path):
+    """`python -m spark_jobs.ingest` as the DuckDB operator runs it; a bad delivery exits 1 with a clear line."""
+    args = ["--engine", "duckdb", "--input", str(synth_delivery), "--output", str(tmp_path / "i"),
+            "--quarantine", str(tmp_path / "q"), "--report", str(tmp_path / "r.json"), "--release", "r1", "--run-id", "x"]
+    proc = subprocess.run([sys.executable, "-m", "spark_jobs.ingest", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["status"] == "success" and report["engine"] == "duckdb" and report["seconds"] > 0
+    assert "ingest done:" in proc.stdout
+    bad = tmp_path / "empty"
+    bad.mkdir()
+    args[args.index("--input") + 1] = str(bad)
+    proc = subprocess.run([sys.executable, "-m", "spark_jobs.ingest", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "required table(s) missing from the delivery: ER_PRS_F, IR_BEN_R" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
