@@ -43,6 +43,8 @@ class SparkEngine(Engine):
             for key, value in SPARK_SQL_CONF.items():
                 builder = builder.config(key, value)
             spark = builder.getOrCreate()
+            # Step progress is logged by the step itself; Spark's INFO lines would drown it.
+            spark.sparkContext.setLogLevel(os.environ.get("SNDS_SPARK_LOG_LEVEL", "WARN"))
         for key, value in SPARK_SQL_CONF.items():
             spark.conf.set(key, value)
         self.spark = spark
