@@ -21,7 +21,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+        json.dump(payload, fh, indent=2, default=str)
         fh.write("\n")
     os.replace(tmp, path)
 
@@ -52,9 +52,33 @@ def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def truth_check(steps: dict, manifest: dict) -> dict:
+    """Compare the ingest report with a synthetic delivery's truth (`_truth/manifest.json`):
+    per file, rows read and quarantine counts by reason."""
+    ingest = steps.get("ingest")
+    if not ingest or ingest.get("status") != "success":
+        return {"status": "not_checked", "reason": "ingest did not succeed"}
+    got = {f["file"]: f for t in ingest["tables"].values() for f in t["files"]}
+    differences = []
+    for name, truth in sorted(manifest["files"].items()):
+        f = got.get(name)
+        if f is None:
+            differences.append(f"{name}: in the truth, not ingested")
+        elif f["rows_read"] != truth["rows"] or f["quarantine_reasons"] != truth["quarantine"]:
+            differences.append(
+                f"{name}: read {f['rows_read']} quarantined {f['quarantine_reasons']}, "
+                f"truth {truth['rows']} quarantined {truth['quarantine']}"
+            )
+    differences += [f"{name}: ingested, not in the truth" for name in sorted(set(got) - set(manifest["files"]))]
+    return {"status": "match" if not differences else "mismatch", "files": len(manifest["files"]),
+            "differences": differences}
+
+
 def assemble_summary(run_dir: Path, *, region: str, release: str, run_id: str, engine: str,
-                     input_uri: str, extra: dict | None = None) -> Path:
-    """Collect the step reports of a run into `<run_dir>/summary.json` and return its path."""
+                     input_uri: str, truth_manifest: Path | None = None, extra: dict | None = None) -> Path:
+    """Collect the step reports of a run into `<run_dir>/summary.json` and return its path. With the
+    truth manifest of a synthetic delivery, the ingest counts are checked against it and a mismatch
+    fails the run."""
     steps = {}
     steps_dir = run_dir / "steps"
     for report in sorted(steps_dir.glob("*.json")) if steps_dir.is_dir() else []:
@@ -73,6 +97,12 @@ def assemble_summary(run_dir: Path, *, region: str, release: str, run_id: str, e
         "status": "success" if steps and all(s.get("status") == "success" for s in steps.values()) else "failed",
         "steps": steps,
     }
+    if truth_manifest is not None and truth_manifest.exists():
+        with open(truth_manifest, encoding="utf-8") as fh:
+            check = truth_check(steps, json.load(fh))
+        summary["truth_check"] = check
+        if check["status"] == "mismatch":
+            summary["status"] = "failed"
     if extra:
         summary.update(extra)
     path = run_dir / "summary.json"
@@ -98,4 +128,11 @@ def human_summary(summary: dict) -> str:
         by_reason = step.get("quarantine", {}).get("by_reason", {})
         if by_reason:
             lines.append("    quarantine: " + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason.items())))
+    check = summary.get("truth_check")
+    if check:
+        if check["status"] == "match":
+            lines.append(f"  truth check: rows and quarantine reasons of all {check['files']} files match the generator's truth")
+        else:
+            lines.append(f"  truth check: {check['status'].upper()}")
+            lines += [f"    {d}" for d in check.get("differences", [])[:20]]
     return "\n".join(lines)

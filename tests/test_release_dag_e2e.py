@@ -46,6 +46,7 @@ def test_release_dag_end_to_end(engine, synth_delivery, synth_truth, tmp_path):
     summary = json.loads(open(summary_path).read())
     assert summary["status"] == "success" and summary["engine"] == engine and summary["region"] == "local"
     assert summary["release"] == f"e2e-{engine}" and summary["code_version"]
+    assert summary["truth_check"]["status"] == "match", summary["truth_check"]
     ingest = summary["steps"]["ingest"]
     assert ingest["status"] == "success" and ingest["engine"] == engine
 

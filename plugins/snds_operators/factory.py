@@ -105,6 +105,7 @@ def build_release_dag(region: Region) -> DAG:
             path = assemble_summary(
                 run_dir, region=region.name, release=paths["release"], run_id=paths["run_id"],
                 engine=region.engine, input_uri=paths["input"],
+                truth_manifest=Path(paths["input"]) / "_truth" / "manifest.json",
             )
             with open(path, encoding="utf-8") as fh:
                 summary = json.load(fh)

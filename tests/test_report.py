@@ -1,0 +1,48 @@
+"""Run summary assembly and the truth check of synthetic deliveries."""
+
+from __future__ import annotations
+
+import json
+
+from spark_jobs.report import assemble_summary, human_summary, truth_check, write_json_atomic
+
+
+def _ingest_report(rows_read=10, reasons=None):
+    reasons = reasons or {}
+    q = sum(reasons.values())
+    return {
+        "step": "ingest", "status": "success", "seconds": 1.0,
+        "tables": {"ER_PRS_F": {"path": "/x", "rows_read": rows_read, "rows": rows_read - q, "quarantined": q,
+                                "files": [{"file": "ER_PRS_F.csv", "year": None, "rows_read": rows_read,
+                                           "rows": rows_read - q, "quarantined": q, "quarantine_reasons": reasons}]}},
+        "quarantine": {"rows": q, "by_reason": reasons, "by_table": {}},
+        "totals": {"rows_read": rows_read, "rows_written": rows_read - q, "quarantined": q},
+    }
+
+
+def test_truth_check_match_and_mismatch():
+    truth = {"files": {"ER_PRS_F.csv": {"table": "ER_PRS_F", "year": None, "rows": 10,
+                                        "quarantine": {"wrong_column_count": 1}}}}
+    ok = truth_check({"ingest": _ingest_report(10, {"wrong_column_count": 1})}, truth)
+    assert ok["status"] == "match" and ok["differences"] == []
+    bad = truth_check({"ingest": _ingest_report(10, {"bad_date:EXE_SOI_DTD": 1})}, truth)
+    assert bad["status"] == "mismatch" and "ER_PRS_F.csv" in bad["differences"][0]
+    truth["files"]["T_MCO19B.csv"] = {"table": "T_MCOaaB", "year": 2019, "rows": 1, "quarantine": {}}
+    missing = truth_check({"ingest": _ingest_report(10, {"wrong_column_count": 1})}, truth)
+    assert missing["differences"] == ["T_MCO19B.csv: in the truth, not ingested"]
+
+
+def test_summary_fails_on_truth_mismatch(tmp_path):
+    run_dir = tmp_path / "run"
+    write_json_atomic(run_dir / "steps" / "ingest.json", _ingest_report(10, {}))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"files": {"ER_PRS_F.csv": {"rows": 11, "quarantine": {}}}}))
+    path = assemble_summary(run_dir, region="local", release="r", run_id="x", engine="duckdb",
+                            input_uri="/d", truth_manifest=manifest)
+    summary = json.loads(path.read_text())
+    assert summary["status"] == "failed" and summary["truth_check"]["status"] == "mismatch"
+    assert "MISMATCH" in human_summary(summary)
+    path = assemble_summary(run_dir, region="local", release="r", run_id="x", engine="duckdb", input_uri="/d")
+    summary = json.loads(path.read_text())
+    assert summary["status"] == "success" and "truth_check" not in summary
+    assert list(summary)[:5] == ["summary_version", "region", "release", "run_id", "engine"]
