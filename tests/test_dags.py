@@ -107,13 +107,6 @@ def test_spark_operator_builds_the_spark_submit_command(monkeypatch):
     assert isinstance(hook, SparkSubmitHook)
 
 
-def test_spark_conf_matches_the_engine_adapter():
-    from snds_operators.operators import SPARK_SQL_CONF as submitted
-    from spark_jobs.engines.spark_engine import SPARK_SQL_CONF as adapter
-
-    assert submitted == adapter
-
-
 def test_missing_spark_connection_is_refused(monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
 

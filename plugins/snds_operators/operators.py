@@ -21,6 +21,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import BaseHook, BaseOperator
 
 from snds_operators.regions import PROJECT_ROOT, Region
+from spark_jobs.spark_conf import SPARK_SQL_CONF
 
 try:  # Airflow 3.1+
     from airflow.sdk.exceptions import AirflowFailException
@@ -28,17 +29,6 @@ except ImportError:  # pragma: no cover
     from airflow.exceptions import AirflowFailException
 
 SPARK_JOBS_DIR = PROJECT_ROOT / "spark_jobs"
-
-# Kept in step with spark_jobs.engines.spark_engine.SPARK_SQL_CONF (a test checks it), without
-# importing pyspark-side code at DAG parse time.
-SPARK_SQL_CONF = {
-    "spark.sql.ansi.enabled": "false",
-    "spark.sql.session.timeZone": "UTC",
-    "spark.sql.parquet.compression.codec": "zstd",
-    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
-}
-
 
 class DuckDBStepOperator(BaseOperator):
     """Run a step entry point on DuckDB in a subprocess; fail the task if the step fails."""

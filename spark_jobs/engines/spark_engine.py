@@ -7,21 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
+from spark_jobs.spark_conf import SPARK_SQL_CONF
+
 from .base import Engine
 
 log = logging.getLogger(__name__)
-
-# Session settings every step relies on, whatever the cluster. They are also passed on the
-# spark-submit command line (see plugins/snds_operators) so that the driver starts with them.
-SPARK_SQL_CONF = {
-    # Non-ANSI mode: an out-of-range array index or a failed cast gives NULL, as DuckDB's TRY_CAST and
-    # list indexing do. The SQL checks every value it parses and turns such NULLs into quarantine reasons.
-    "spark.sql.ansi.enabled": "false",
-    "spark.sql.session.timeZone": "UTC",
-    "spark.sql.parquet.compression.codec": "zstd",
-    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
-}
 
 _ENCODINGS = {"utf-8": "UTF-8", "utf8": "UTF-8", "latin-1": "ISO-8859-1", "iso-8859-1": "ISO-8859-1", "latin1": "ISO-8859-1"}
 
