@@ -37,7 +37,12 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture(scope="session")
 def spark():
     """The one local SparkSession of the test session (JVM start ~5 s, paid once)."""
+    import logging
+
     from pyspark.sql import SparkSession
+
+    # py4j logs at INFO from __del__ at interpreter exit, after pytest closed the streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
     from spark_jobs.engines.spark_engine import SPARK_SQL_CONF
 
@@ -47,6 +52,7 @@ def spark():
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", "2g")
+        .config("spark.ui.showConsoleProgress", "false")
     )
     for key, value in SPARK_SQL_CONF.items():
         builder = builder.config(key, value)

@@ -392,7 +392,7 @@ def reference_events(dlv: Delivery) -> dict[str, pd.DataFrame]:
     lay = "dmy" if m["dcir_dates"] == "dmy" else "iso"
     con = duckdb.connect()
     prs = dlv.frames["ER_PRS_F.csv"].copy()
-    for c in ("EXE_SOI_DTD", "EXE_SOI_DTF", "BEN_DCD_DTE", "FLX_DIS_DTD"):
+    for c in ("EXE_SOI_DTD", "EXE_SOI_DTF", "BEN_DCD_DTE"):
         prs[c] = _iso(prs[c], lay)
     con.register("prs", prs)
     con.register("ete", dlv.frames["ER_ETE_F.csv"])
@@ -417,7 +417,7 @@ def reference_events(dlv: Delivery) -> dict[str, pd.DataFrame]:
         con.register("det", dlv.frames[f"{table}.csv"])
         con.sql(f"""CREATE OR REPLACE TABLE n_{table} AS
             SELECT cl.g, any_value(cl.BEN_NIR_PSA) AS pid, any_value(cl.EXE_SOI_DTD) AS date, d.{code} AS code,
-                   sum(CAST(d.{qty} AS BIGINT)) AS quantity
+                   CAST(sum(CAST(d.{qty} AS BIGINT)) AS BIGINT) AS quantity
             FROM det d JOIN cl USING ({keys}) WHERE cl.g IN (SELECT g FROM kg)
             GROUP BY cl.g, d.{code} HAVING sum(CAST(d.{qty} AS BIGINT)) > 0""")
         con.unregister("det")
@@ -556,7 +556,8 @@ def reference_events(dlv: Delivery) -> dict[str, pd.DataFrame]:
     pat = pd.DataFrame({"patient_id": ben["BEN_NIR_PSA"], "sex": ben["BEN_SEX_COD"], "birth_year": ben["BEN_NAI_ANN"],
                         "birth_month": ben["BEN_NAI_MOI"].astype(int).astype(str)})
     pat["death_date"] = pat["patient_id"].map(agg["max"]).dt.strftime("%Y-%m-%d").fillna("")
-    pat["incoherent_death"] = pat["patient_id"].map((agg["max"] - agg["min"]).dt.days >= 7).fillna(False).astype(int).astype(str)
+    incoherent = ((agg["max"] - agg["min"]).dt.days >= 7).astype(int).astype(str)
+    pat["incoherent_death"] = pat["patient_id"].map(incoherent).fillna("0")
     pat["last_contact_date"] = pat["patient_id"].map(last).fillna("")
     ev["patients"] = pat
     return ev
@@ -624,6 +625,20 @@ def test_events_within_life(gen):
 
 
 # --------------------------------------------------------------------------------------------- variants, CLI
+SHARED = Path("/work/shared/snds")
+
+
+@pytest.mark.skipif(not (SHARED / "nomenclatures").is_dir(), reason="no shared/snds checkout")
+def test_reference_extract_is_reproducible(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "snds_synth" / "reference" / "extract.py"), str(SHARED), "--out", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for p in tmp_path.glob("*.csv"):
+        assert p.read_bytes() == (ROOT / "snds_synth" / "reference" / p.name).read_bytes(), p.name
+        assert p.stat().st_size < 500_000
+
+
+
 def test_variant_iso_latin1_num_enq(gen_old, delivery_old):
     out, m = gen_old
     assert m["encoding"] == "latin-1" and m["id_column"] == "NUM_ENQ" and m["dcir_dates"] == "iso"

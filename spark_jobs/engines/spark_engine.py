@@ -30,6 +30,7 @@ class SparkEngine(Engine):
                 # sets the master itself): run on all local cores.
                 builder = builder.master(os.environ.get("SNDS_SPARK_MASTER", "local[*]"))
                 builder = builder.config("spark.ui.enabled", "false")
+                builder = builder.config("spark.ui.showConsoleProgress", "false")
             for key, value in SPARK_SQL_CONF.items():
                 builder = builder.config(key, value)
             spark = builder.getOrCreate()

@@ -1,0 +1,170 @@
+"""Orchestration: build the world, render it into a CNAM-like delivery, write the ground truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from . import codes as codes_mod
+from . import dcir as D
+from . import drugs as drugs_mod
+from . import pmsi as P
+from . import render, truth, world
+from .writer import Profile, write_table
+
+DCIR_RULES = ("dcir_for_information", "dcir_for_information_strict", "dcir_bse_prs_nat_0", "dcir_ete_ind_taa_1",
+              "dcir_regularisation")
+PMSI_RULES = ("pmsi_bad_chaining", "pmsi_placeholder_nir", "pmsi_geographic_finess_duplicate", "mco_error_ghm",
+              "ssr_error_gme", "had_error_ghpc", "mco_ghs_9999")
+ALL_RULES = DCIR_RULES + PMSI_RULES
+
+
+class GeneratorError(RuntimeError):
+    pass
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise GeneratorError(f"{out} exists and is not a directory")
+        if any(out.iterdir()) and not (out / "_truth" / "manifest.json").is_file():
+            raise GeneratorError(
+                f"refusing to wipe {out}: it is not empty and holds no _truth/manifest.json "
+                "(not a previous output of snds_synth); choose an empty or new directory")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2019, 2021), dcir_dates: str = "dmy",
+             encoding: str = "utf-8", id_column: str = "BEN_NIR_PSA", quiet: bool = False) -> dict:
+    """Write a synthetic SNDS delivery into `out_dir` (wiped first) and return the truth manifest."""
+    y1, y2 = int(years[0]), int(years[1])
+    if not (2008 <= y1 <= y2 <= 2030):
+        raise GeneratorError(f"years must satisfy 2008 <= y1 <= y2 <= 2030, got {y1}-{y2}")
+    if n < 50:
+        raise GeneratorError("n must be at least 50")
+    if dcir_dates not in ("dmy", "iso"):
+        raise GeneratorError("dcir_dates must be dmy or iso")
+    enc = encoding.lower().replace("_", "-")
+    if enc in ("latin1", "iso-8859-1"):
+        enc = "latin-1"
+    if enc not in ("utf-8", "latin-1"):
+        raise GeneratorError("encoding must be utf-8 or latin-1")
+    if id_column not in ("BEN_NIR_PSA", "NUM_ENQ"):
+        raise GeneratorError("id_column must be BEN_NIR_PSA or NUM_ENQ")
+    out = Path(out_dir)
+    _prepare_out(out)
+    t0 = time.monotonic()
+    profile = Profile(dcir_dates=dcir_dates, encoding=enc, id_column=id_column, quiet=quiet)
+
+    def log(msg):
+        if not quiet:
+            print(f"[snds_synth {time.monotonic() - t0:6.1f} s] {msg}", file=sys.stderr)
+
+    rng = np.random.default_rng(seed)
+    period = world.Period(y1, y2)
+    codes = codes_mod.load()
+    prov = world.make_providers(rng, n, codes)
+    pats = world.make_patients(rng, n, period, codes, len(prov.idx["GP"]), len(prov.idx["PHA"]))
+    drugs = drugs_mod.make_drugs(rng, codes, n)
+    log(f"world: {n} beneficiaries, {int(pats.dead.sum())} deaths, {len(pats.ald_pid)} ALDs, years {y1}-{y2}")
+    d = D.build(rng, period, pats, prov, drugs, codes)
+    log(f"DCIR: {d.lines.n} ER_PRS_F lines")
+    ex = D.exposure(pats, period, codes)
+    pm = P.build(rng, period, pats, codes, ex)
+    log(f"PMSI: {pm.stays.n} stays")
+
+    files_dcir, _ = render.render_dcir(rng, d, pats, prov, drugs, codes, period, profile)
+    files_pmsi, pmsi_info = render.render_pmsi(rng, pm, pats, codes, period, profile)
+    files_refs, refs_info = render.render_refs(rng, pats, drugs, codes, period, profile)
+    manifest_files = {}
+    for fname, fd in {**files_dcir, **files_refs, **files_pmsi}.items():
+        manifest_files[fname] = write_table(out, fname, fd.table, fd.year, fd.data, profile, fd.corrupt)
+    # per-file cleaning counts
+    pf = pmsi_info["per_file_cleaning"]
+    prs = manifest_files["ER_PRS_F.csv"]
+    prs["cleaning"] = {r: int(d.counts[r]) for r in DCIR_RULES}
+    for fname, entry in manifest_files.items():
+        if fname in pf:
+            entry["cleaning"] = pf[fname]
+        entry.setdefault("cleaning", {})
+
+    # cleaning: rows removed per rule and table
+    cleaning = {r: {} for r in ALL_RULES}
+    for r in DCIR_RULES:
+        cleaning[r]["ER_PRS_F"] = int(d.counts[r])
+    for fname, entry in manifest_files.items():
+        for r, k in entry["cleaning"].items():
+            if r in PMSI_RULES:
+                cleaning[r][entry["table"]] = cleaning[r].get(entry["table"], 0) + int(k)
+    # B-table rules count B rows (SSR: one row per RHS week) -> recount from stays
+    st = pm.stays
+    for s_i, s in enumerate(P.SOURCES):
+        rows = np.where(st["src"] == s_i, st["weeks"] if s == "SSR" else 1, 0)
+        cleaning["pmsi_geographic_finess_duplicate"][f"T_{s}aaB"] = int(rows[st["role"] == P.ROLE_GEO_COPY].sum())
+        cleaning["pmsi_bad_chaining"][f"T_{s}aaC"] = int(np.sum((st["role"] == P.ROLE_CHAINING) & (st["src"] == s_i)))
+        cleaning["pmsi_placeholder_nir"][f"T_{s}aaC"] = int(np.sum((st["role"] == P.ROLE_PLACEHOLDER) & (st["src"] == s_i)))
+    cleaning["mco_error_ghm"] = {"T_MCOaaB": int(np.sum((st["role"] == P.ROLE_ERROR) & (st["src"] == P.MCO)))}
+    cleaning["ssr_error_gme"] = {"T_SSRaaB": int(st["weeks"][(st["role"] == P.ROLE_ERROR) & (st["src"] == P.SSR)].sum())}
+    cleaning["had_error_ghpc"] = {"T_HADaaB": int(np.sum((st["role"] == P.ROLE_ERROR) & (st["src"] == P.HAD)))}
+    cleaning["mco_ghs_9999"] = {"T_MCOaaB": int(np.sum(st["role"] == P.ROLE_GHS9999))}
+    stays_removed = {r: {s: int(np.sum((st["role"] == role) & (st["src"] == i))) for i, s in enumerate(P.SOURCES)}
+                     for r, role in (("pmsi_bad_chaining", P.ROLE_CHAINING), ("pmsi_placeholder_nir", P.ROLE_PLACEHOLDER),
+                                     ("pmsi_geographic_finess_duplicate", P.ROLE_GEO_COPY), ("error_group", P.ROLE_ERROR),
+                                     ("mco_ghs_9999", P.ROLE_GHS9999))}
+
+    log("truth events")
+    events = truth.build_events(pats, prov, drugs, codes, d, pm)
+    tdir = out / "_truth" / "events"
+    tdir.mkdir(parents=True)
+    ev_counts = {}
+    tprof = Profile(encoding="utf-8", quiet=True)
+    for name, cols in events.items():
+        e = write_table(tdir, f"{name}.csv", None, None, cols, tprof, sep=",", columns=truth.EVENT_COLUMNS[name])
+        ev_counts[name] = e["rows"]
+
+    dotted = {}
+    for src in (pmsi_info["dotted_icd10"], refs_info["dotted_icd10"]):
+        for k, v in src.items():
+            dotted[k] = dotted.get(k, 0) + v
+    geo_list = [str(f) for f, k in zip(codes.finess, codes.finess_kind) if k == "geo"]
+    manifest = {
+        "generator_version": __version__,
+        "seed": seed,
+        "n_beneficiaries": n,
+        "years": [y1, y2],
+        "dcir_dates": dcir_dates,
+        "encoding": enc,
+        "id_column": id_column,
+        "geographic_finess": geo_list,
+        "legal_entity_finess": {str(f): str(g) for f, k, g in zip(codes.finess, codes.finess_kind, codes.finess_group) if k == "legal"},
+        "files": dict(sorted(manifest_files.items())),
+        "cleaning": cleaning,
+        "cleaning_stays": stays_removed,
+        "regularisation": d.regul,
+        "geographic_finess_kept_stays": pm.counts["geographic_finess_kept"],
+        "dotted_icd10": dict(sorted(dotted.items())),
+        "events": ev_counts,
+        "patients": {"n": n, "deaths": int(pats.dead.sum()), "incoherent_deaths": int(pats.incoherent.sum())},
+        "quarantine_total": sum(sum(e["quarantine"].values()) for e in manifest_files.values()),
+    }
+    with open(out / "_truth" / "manifest.json", "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=1, ensure_ascii=False, default=_json_default)
+        fh.write("\n")
+    rows = sum(e["rows"] for e in manifest_files.values())
+    log(f"done: {len(manifest_files)} files, {rows} data lines, {sum(ev_counts.values())} truth events -> {out}")
+    return manifest
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,548 @@
+"""Rendering the world into delivery files: each function returns {file name: FileData}."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import dcir as D
+from . import pmsi as P
+from .codes import Codes
+from .drugs import Drugs
+from .fmt import (NULL_DAY, PLACEHOLDER_DEATH, add_months, month_start, s_cents, s_const, s_fixed, s_int, s_take,
+                  s_zero_pad)
+from .table import group_ids, rank_in_group
+from .world import PLACEHOLDER_NIRS, Patients, Period, Providers, age_months, age_years, random_ids
+from .writer import Formatter, Lazy, Profile
+
+
+class _Sorted:
+    """Columns of a Cols seen through a row order; a column is gathered once, when first used."""
+
+    def __init__(self, cols, order):
+        self.cols, self.order, self.cache = cols, order, {}
+
+    def __getitem__(self, k):
+        if k not in self.cache:
+            self.cache[k] = self.cols[k][self.order]
+        return self.cache[k]
+
+
+@dataclass
+class FileData:
+    table: str
+    year: int | None
+    data: dict
+    corrupt: list
+
+
+def _dpt2(codes: Codes, dpt_idx):
+    d = codes.dpt[dpt_idx]
+    return np.where(d == "201", "2A", np.where(d == "202", "2B", np.char.lstrip(d.astype(str), "0").astype("U3")))
+
+
+def dotted(rng, codes: Codes, icd_idx, counter: dict, table: str, share=0.08, null=None):
+    """ICD-10 codes (pa strings); a share of the codes of 4+ characters is written with a dot after the
+    3-character category (`C669` -> `C66.9`), counted per table in `counter`."""
+    icd_idx = np.asarray(icd_idx, dtype=np.int64)
+    null = np.zeros(len(icd_idx), bool) if null is None else np.asarray(null, dtype=bool)
+    plain = s_take(codes.icd, np.where(null, 0, icd_idx))
+    long_ = np.char.str_len(codes.icd)[np.where(null, 0, icd_idx)] >= 4
+    dot = (~null) & long_ & (rng.random(len(icd_idx)) < share)
+    with_dot = pc.binary_join_element_wise(pc.utf8_slice_codeunits(plain, 0, 3), pc.utf8_slice_codeunits(plain, 3, 10), ".")
+    out = pc.if_else(pa.array(dot), with_dot, plain)
+    if null.any():
+        out = pc.if_else(pa.array(null), pa.nulls(len(out), pa.string()), out)
+    counter[table] = counter.get(table, 0) + int(dot.sum())
+    return out
+
+
+# ======================================================================================= DCIR
+def render_dcir(rng, d: D.Dcir, p: Patients, prov: Providers, drugs: Drugs, codes: Codes, period: Period,
+                profile: Profile) -> tuple[dict, dict]:
+    """ER_PRS_F and its detail tables, ordered by flux (FLX_DIS_DTD, DCT_ORD_NUM, PRS_ORD_NUM). Values are
+    formatted lazily, chunk by chunk, when the writer asks for them."""
+    L = d.lines
+    N = L.n
+    dct_dense, n_dct = group_ids(L["dct"])
+    T = L["T"]
+    flx = add_months(month_start(T), 1)
+    dct_num = (rng.permutation(n_dct) * 3 + 100_001 + rng.integers(0, 3, n_dct))[dct_dense]
+    emt_ord = rng.integers(1, 40, n_dct)[dct_dense]
+    prs_ord = rank_in_group(dct_dense) + 1
+    order = np.lexsort((prs_ord, dct_num, flx))
+    pos = np.empty(N, dtype=np.int64)
+    pos[order] = np.arange(N)
+    # rows are addressed through `order` (no sorted copy of the whole line table)
+    L0 = L
+    L = _Sorted(L0, order)
+    T, flx, dct_num, emt_ord, prs_ord = T[order], flx[order], dct_num[order], emt_ord[order], prs_ord[order]
+    pid = L["pid"]
+    dtd, dtf = L["dtd"], L["dtf"]
+    files = {}
+    F = Formatter(profile, "ER_PRS_F")
+    org = pa.array(p.org.astype(str))
+    psa = pa.array(p.psa.astype(str))
+    dpt3 = pa.array(codes.dpt.astype(str))
+    cdi = pa.array(p.cdi_nir.astype(str))
+    finess = pa.array(codes.finess.astype(str))
+    pnum = pa.array(prov.num.astype(str))
+
+    def keys(rows: np.ndarray) -> dict:
+        """The 9 join keys of ER_PRS_F rows `rows` (positions in the sorted order)."""
+        k = len(rows)
+        return {
+            "DCT_ORD_NUM": s_int(dct_num[rows]),
+            "FLX_DIS_DTD": F.date("FLX_DIS_DTD", flx[rows]),
+            "FLX_EMT_NUM": s_int(100 + p.dpt[pid[rows]]),
+            "FLX_EMT_ORD": s_int(emt_ord[rows]),
+            "FLX_EMT_TYP": s_const("1", k),
+            "FLX_TRT_DTD": F.date("FLX_TRT_DTD", T[rows]),
+            "ORG_CLE_NUM": s_take(org, pid[rows]),
+            "PRS_ORD_NUM": s_int(prs_ord[rows]),
+            "REM_TYP_AFF": s_const("1", k),
+        }
+
+    def make_prs(a: int, b: int) -> dict:
+        r = np.arange(a, b)
+        pi = pid[r]
+        dd, df, t = dtd[r], dtf[r], T[r]
+        birth = p.birth[pi]
+        age = age_years(birth, dd)
+        ama = np.where(age < 2, 1000 + age_months(birth, dd), age)
+        death = p.death[pi]
+        dsrc = p.death_src["DCIR"][pi]
+        show = (dsrc != NULL_DAY) & (death != NULL_DAY) & (t >= death)
+        dcd = np.where(show, dsrc, PLACEHOLDER_DEATH)
+        prov_i = L["prov"][r]
+        has_prov = prov_i >= 0
+        pv = np.maximum(prov_i, 0)
+        doctor = has_prov & np.isin(prov.kind[pv], ["GP", "SPE"])
+        presc, etab = L["presc"][r], L["etab"][r]
+        qty, reimb, paid, base = L["qty"][r], L["reimb"][r], L["paid"][r], L["base"][r]
+        dpnq = L["dpnq"][r]
+        return {
+            "BEN_AMA_COD": s_int(ama),
+            "BEN_CDI_NIR": s_take(cdi, pi),
+            "BEN_CMU_TOP": s_int(L["cmu_top"][r]),
+            "BEN_DCD_AME": F.date("BEN_DCD_AME", dcd),
+            "BEN_DCD_DTE": F.date("BEN_DCD_DTE", dcd),
+            "BEN_NAI_ANN": F.date("BEN_NAI_ANN", birth),
+            "BEN_NIR_PSA": s_take(psa, pi),
+            "BEN_RNG_GEM": s_const("1", len(r)),
+            "BEN_RES_DPT": s_take(dpt3, p.dpt[pi]),
+            "BEN_SEX_COD": s_int(p.sex[pi]),
+            "ORG_AFF_BEN": s_take(org, pi),
+            "EXE_SOI_AMD": F.date("EXE_SOI_AMD", dd),
+            "EXE_SOI_AMF": F.date("EXE_SOI_AMF", df),
+            "EXE_SOI_DTD": F.date("EXE_SOI_DTD", dd),
+            "EXE_SOI_DTF": F.date("EXE_SOI_DTF", df),
+            "BSE_REM_BSE": s_cents(base),
+            "BSE_REM_MNT": s_cents(reimb),
+            "BSE_REM_SGN": s_int(np.where((qty < 0) | (reimb < 0), -1, 1)),
+            "CPL_REM_MNT": s_cents(L["cpl"][r]),
+            "PRS_ACT_CFT": s_fixed(L["coef"][r], 2),
+            "PRS_ACT_NBR": s_int(qty),
+            "PRS_ACT_QTE": s_int(qty),
+            "PRS_DEP_MNT": s_cents(paid - base),
+            "PRS_PAI_MNT": s_cents(paid),
+            "BSE_PRS_NAT": s_int(L["bse_nat"][r]),
+            "CPL_AFF_COD": s_int(L["aff"][r]),
+            "CPL_MAJ_TOP": s_int(L["maj"][r]),
+            "DPN_QLF": s_int(L["dpn"][r]),
+            "EXO_MTF": s_int(L["exo"][r]),
+            "PRS_DPN_QLP": s_int(dpnq, null=dpnq < 0),
+            "PRS_NAT_REF": s_int(L["nat"][r]),
+            "RGO_REM_TAU": s_int(L["rate"][r]),
+            "ETB_PRE_FIN": s_take(finess, np.maximum(etab, 0), null=etab < 0),
+            "PFS_EXE_NUM": s_take(pnum, pv, null=~has_prov),
+            "PFS_PRE_NUM": s_take(pnum, np.maximum(presc, 0), null=presc < 0),
+            "PSE_ACT_NAT": s_int(prov.act[pv], null=~has_prov),
+            "PSE_SPE_COD": s_int(prov.spe[pv], null=~doctor),
+            "PRS_PPU_SEC": s_int(L["ppu"][r]),
+            **keys(r),
+        }
+
+    bad = np.flatnonzero(L["reason"] >= 0)
+    corrupt = [(int(i), D.REASONS[r]) for i, r in zip(bad, L["reason"][bad])]
+    files["ER_PRS_F.csv"] = FileData("ER_PRS_F", None, Lazy(N, make_prs), corrupt)
+
+    # detail tables: keys of their line, ordered like ER_PRS_F
+    def detail(name: str, table: str, cols_fn):
+        dt = d.det[name]
+        lp = pos[dt["line"]]
+        ordn = rank_in_group(dt["line"]) + 1
+        o = np.lexsort((ordn, lp))
+        dt = dt.take(o)
+        lp, ordn = lp[o], ordn[o]
+        Fd = Formatter(profile, table)
+
+        def make(a, b):
+            t = dt.take(np.arange(a, b))
+            return {**cols_fn(t, lp[a:b], ordn[a:b], Fd), **keys(lp[a:b])}
+
+        bad = np.flatnonzero(dt["reason"] >= 0)
+        cor = [(int(i), D.REASONS[r]) for i, r in zip(bad, dt["reason"][bad])]
+        files[f"{table}.csv"] = FileData(table, None, Lazy(dt.n, make), cor)
+
+    ccam = pa.array(codes.ccam.astype(str))
+    ucd = pa.array(codes.ucd.astype(str))
+    detail("PHA", "ER_PHA_F", lambda t, lp, o, Fd: {
+        "PHA_ACT_PRU": s_cents(t["price"]),
+        "PHA_ACT_QSN": s_int(t["qty"]),
+        "PHA_ORD_NUM": s_int(o),
+        "PHA_PRS_C13": s_int(drugs.cip13[t["code"]]),
+        "PHA_PRS_IDE": s_int(drugs.cip7[t["code"]]),
+    })
+    detail("BIO", "ER_BIO_F", lambda t, lp, o, Fd: {
+        "BIO_ACT_QSN": s_int(t["qty"]),
+        "BIO_ORD_NUM": s_int(o),
+        "BIO_PRS_IDE": s_int(codes.bio[t["code"]]),
+    })
+    detail("CAM", "ER_CAM_F", lambda t, lp, o, Fd: {
+        "CAM_ACT_COD": s_const("1", t.n),
+        "CAM_ACT_PRU": s_cents(t["price"]),
+        "CAM_ORD_NUM": s_int(o),
+        "CAM_PRS_IDE": s_take(ccam, t["code"]),
+        "CAM_REM_BSE": s_cents(t["price"]),
+    })
+    detail("TIP", "ER_TIP_F", lambda t, lp, o, Fd: {
+        "TIP_ACL_DTD": Fd.date("TIP_ACL_DTD", dtd[lp]),
+        "TIP_ACL_DTF": Fd.date("TIP_ACL_DTF", dtf[lp]),
+        "TIP_ACT_PRU": s_cents(t["price"]),
+        "TIP_ACT_QSN": s_int(t["qty"]),
+        "TIP_ORD_NUM": s_int(o),
+        "TIP_PRS_IDE": s_int(codes.lpp[t["code"]]),
+        "TIP_PRS_TYP": s_const("1", t.n),
+        "TIP_PUB_PRX": s_cents(t["price"]),
+    })
+    detail("UCD", "ER_UCD_F", lambda t, lp, o, Fd: {
+        "UCD_DLV_NBR": s_int(t["qty"]),
+        "UCD_FAC_PRU": s_cents(t["price"]),
+        "UCD_ORD_NUM": s_int(o),
+        "UCD_TOP_UCD": s_const("1", t.n),
+        "UCD_UCD_COD": s_take(ucd, t["code"]),
+    })
+    detail("ETE", "ER_ETE_F", lambda t, lp, o, Fd: {
+        "ETB_EXE_FIN": s_take(finess, t["etab"]),
+        "ETE_IND_TAA": s_int(t["taa"], null=t["taa"] < 0),
+        "ETE_TYP_COD": s_int(t["typ"]),
+        "PRS_PPU_SEC": s_int(L["ppu"][lp]),
+    })
+    return files, {"order": order}
+
+
+# ======================================================================================= PMSI
+def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, profile: Profile) -> tuple[dict, dict]:
+    st = pm.stays
+    files: dict[str, FileData] = {}
+    dots: dict[str, int] = {}
+    per_file_cleaning: dict[str, dict] = {}
+    for y in period.years:
+        yy = f"{y % 100:02d}"
+        for s_i, s in enumerate(P.SOURCES):
+            sel = np.flatnonzero((st["src"] == s_i) & (st["year"] == y))
+            o = np.lexsort((st["eta"][sel], st["ident"][sel]))
+            sel = sel[o]
+            n = len(sel)
+            pos = np.full(st.n, -1)
+            pos[sel] = np.arange(n)
+            pid = st["pid"][sel]
+            start, end = st["start"][sel], st["end"][sel]
+            role = st["role"][sel]
+            eta = s_take(codes.finess, st["eta"][sel])
+            width = {0: 10, 1: 7, 2: 5}[s_i]
+            ident = s_zero_pad(st["ident"][sel], width)
+            sex = s_int(p.sex[pid])
+            dep = s_take(pa.array(_dpt2(codes, p.dpt).astype(str)), pid)
+            age = age_years(p.birth[pid], start)
+            # patient column and chaining codes (C tables)
+            nir = p.psa[pid].astype(object)
+            ph = role == P.ROLE_PLACEHOLDER
+            nir[ph] = np.array(PLACEHOLDER_NIRS, dtype=object)[np.arange(ph.sum()) % 2]
+            ret = {c: np.zeros(n, dtype=np.int64) for c in P.CHAINING_COLUMNS}
+            chc = st["chain_col"][sel]
+            for j, c in enumerate(P.CHAINING_COLUMNS):
+                ret[c][(role == P.ROLE_CHAINING) & (chc == j)] = 1
+            bname, cname = f"T_{s}{yy}B", f"T_{s}{yy}C"
+            tb, tc = f"T_{s}aaB", f"T_{s}aaC"
+            Fb, Fc = Formatter(profile, tb), Formatter(profile, tc)
+            reasons = st["reason"][sel]
+            cor_b = [(i, r[2:]) for i, r in enumerate(reasons) if r is not None and r.startswith("B:")]
+            cor_c = [(i, r[2:]) for i, r in enumerate(reasons) if r is not None and r.startswith("C:")]
+            # cleaning counts of this file (stays)
+            per_file_cleaning[bname + ".csv"] = {}
+            per_file_cleaning[cname + ".csv"] = {
+                "pmsi_bad_chaining": int(np.sum(role == P.ROLE_CHAINING)),
+                "pmsi_placeholder_nir": int(np.sum(role == P.ROLE_PLACEHOLDER)),
+            }
+            bclean = per_file_cleaning[bname + ".csv"]
+            bclean["pmsi_geographic_finess_duplicate"] = int(np.sum(role == P.ROLE_GEO_COPY))
+            err_rule = {0: "mco_error_ghm", 1: "ssr_error_gme", 2: "had_error_ghpc"}[s_i]
+            bclean[err_rule] = int(np.sum(role == P.ROLE_ERROR))
+            if s_i == P.MCO:
+                bclean["mco_ghs_9999"] = int(np.sum(role == P.ROLE_GHS9999))
+
+            c_common = {
+                "NIR_ANO_17": pa.array(nir.astype(str)),
+                **{c: s_int(ret[c]) for c in P.CHAINING_COLUMNS},
+                "COH_NAI_RET": s_const("0", n), "COH_SEX_RET": s_const("0", n),
+                "ENT_DAT": Fc.date("ENT_DAT", start), "SOR_DAT": Fc.date("SOR_DAT", end),
+                "EXE_SOI_DTD": Fc.date("EXE_SOI_DTD", start), "EXE_SOI_DTF": Fc.date("EXE_SOI_DTF", end),
+                "EXE_SOI_AMD": Fc.date("EXE_SOI_AMD", start),
+                "SOR_ANN": Fc.date("SOR_ANN", end), "SOR_MOI": Fc.date("SOR_MOI", end),
+            }
+            if s_i == P.MCO:
+                kind = st["kind"][sel]
+                seance = kind == "seance"
+                ghm = st["ghm"][sel]
+                das_m = np.isin(pm.das["stay"], sel)
+                act_m = np.isin(pm.acts["stay"], sel)
+                um_m = np.isin(pm.um["stay"], sel)
+                n_das = np.bincount(pos[pm.das["stay"][das_m]], minlength=n)
+                n_act = np.bincount(pos[pm.acts["stay"][act_m]], minlength=n)
+                n_um = np.bincount(pos[pm.um["stay"][um_m]], minlength=n)
+                dr = st["dr"][sel]
+                b = {
+                    "ETA_NUM": eta, "RSA_NUM": ident, "AGE_ANN": s_int(np.maximum(age, 0)), "COD_SEX": sex, "BDI_DEP": dep,
+                    "DGN_PAL": dotted(rng, codes, st["dp"][sel], dots, tb),
+                    "DGN_REL": dotted(rng, codes, np.maximum(dr, 0), dots, tb, null=dr < 0),
+                    "ENT_MOD": pa.array(st["ent_mod"][sel].astype(str)),
+                    "ENT_PRV": pc.if_else(pa.array(st["ent_prv"][sel] == ""), pa.nulls(n, pa.string()), pa.array(st["ent_prv"][sel].astype(str))),
+                    "GHS_NUM": s_int(st["ghs"][sel], null=st["ghs"][sel] == 0),
+                    "GRG_GHM": s_take(codes.ghm, ghm),
+                    "GRG_RET": s_const("0", n),
+                    "NBR_ACT": s_int(n_act), "NBR_DGN": s_int(n_das), "NBR_RUM": s_int(n_um),
+                    "NBR_SEA": s_int(seance.astype(np.int64)),
+                    "RSS_NUM": s_zero_pad(st["ident"][sel] % 10**8, 8),
+                    "SEJ_NBJ": s_int(end - start, null=seance),
+                    "SOR_ANN": Fb.date("SOR_ANN", end), "SOR_MOI": Fb.date("SOR_MOI", end),
+                    "SOR_MOD": pa.array(st["sor_mod"][sel].astype(str)),
+                    "SOR_DES": pc.if_else(pa.array(st["sor_des"][sel] == ""), pa.nulls(n, pa.string()), pa.array(st["sor_des"][sel].astype(str))),
+                    "TYP_GEN_RSA": s_const("0", n),
+                }
+                files[bname + ".csv"] = FileData(tb, y, b, cor_b)
+                c = {"ETA_NUM": eta, "RSA_NUM": ident, "SEJ_NUM": s_int(st["sej_num"][sel]),
+                     "EXE_SOI_AMF": Fc.date("EXE_SOI_AMF", end), **c_common}
+                files[cname + ".csv"] = FileData(tc, y, c, cor_c)
+                # D: associated diagnoses
+                dd = pm.das.take(np.flatnonzero(das_m))
+                dp_ = pos[dd["stay"]]
+                o2 = np.lexsort((rank_in_group(dd["stay"]), dp_))
+                dd, dp_ = dd.take(o2), dp_[o2]
+                files[f"T_MCO{yy}D.csv"] = FileData("T_MCOaaD", y, {
+                    "ASS_DGN": dotted(rng, codes, dd["icd"], dots, "T_MCOaaD"),
+                    "DGN_ASS_NUM": s_int(rank_in_group(dd["stay"]) + 1),
+                    "ETA_NUM": eta.take(pa.array(dp_)), "RSA_NUM": ident.take(pa.array(dp_)),
+                }, [])
+                aa = pm.acts.take(np.flatnonzero(act_m))
+                ap = pos[aa["stay"]]
+                o2 = np.lexsort((aa["delay"], ap))
+                aa, ap = aa.take(o2), ap[o2]
+                files[f"T_MCO{yy}A.csv"] = FileData("T_MCOaaA", y, {
+                    "ACV_ACT": s_const("1", aa.n), "CDC_ACT": s_take(codes.ccam, aa["ccam"]),
+                    "ENT_DAT_DEL": s_int(aa["delay"]), "ETA_NUM": eta.take(pa.array(ap)),
+                    "NBR_EXE_ACT": s_const("1", aa.n), "PHA_ACT": s_const("0", aa.n), "RSA_NUM": ident.take(pa.array(ap)),
+                }, [])
+                uu = pm.um.take(np.flatnonzero(um_m))
+                up = pos[uu["stay"]]
+                o2 = np.lexsort((uu["ord"], up))
+                uu, up = uu.take(o2), up[o2]
+                udr = dr[up]
+                files[f"T_MCO{yy}UM.csv"] = FileData("T_MCOaaUM", y, {
+                    "DGN_PAL": dotted(rng, codes, st["dp"][sel][up], dots, "T_MCOaaUM"),
+                    "DGN_REL": dotted(rng, codes, np.maximum(udr, 0), dots, "T_MCOaaUM", null=udr < 0),
+                    "ETA_NUM": eta.take(pa.array(up)), "PAR_DUR_SEJ": s_int(uu["dur"]),
+                    "RSA_NUM": ident.take(pa.array(up)), "UM_ORD_NUM": s_int(uu["ord"]),
+                    "UM_TYP": s_const("01", uu.n),
+                }, [])
+                mm = pm.med.take(np.flatnonzero(np.isin(pm.med["stay"], sel)))
+                mp = pos[mm["stay"]]
+                o2 = np.argsort(mp, kind="stable")
+                mm, mp = mm.take(o2), mp[o2]
+                adm = start[mp] + mm["delay"]
+                Fm = Formatter(profile, "T_MCOaaMED")
+                files[f"T_MCO{yy}MED.csv"] = FileData("T_MCOaaMED", y, {
+                    "ADM_MOIS": Fm.date("ADM_MOIS", adm), "ADM_NBR": s_fixed(mm["nbr"], 3),
+                    "ANN": s_const(str(y), mm.n), "DAT_ADM_ANN": Fm.date("DAT_ADM_ANN", adm),
+                    "DELAI": s_int(mm["delay"]), "ETA_NUM": eta.take(pa.array(mp)), "MOI": Fm.date("MOI", end[mp]),
+                    "RSA_NUM": ident.take(pa.array(mp)), "UCD_UCD_COD": s_take(codes.ucd, mm["ucd"]),
+                }, [])
+            elif s_i == P.SSR:
+                weeks = st["weeks"][sel]
+                w_stay = np.repeat(np.arange(n), weeks)
+                w_num = rank_in_group(w_stay)
+                wstart = start[w_stay] + 7 * w_num
+                das_m = np.isin(pm.das["stay"], sel)
+                act_m = np.isin(pm.acts["stay"], sel)
+                dd = pm.das.take(np.flatnonzero(das_m))
+                aa = pm.acts.take(np.flatnonzero(act_m))
+                dkey = pos[dd["stay"]] * 1000 + dd["week"]
+                akey = pos[aa["stay"]] * 1000 + aa["week"]
+                wkey = w_stay * 1000 + w_num
+                n_dgn = np.searchsorted(np.sort(dkey), wkey, side="right") - np.searchsorted(np.sort(dkey), wkey, side="left")
+                n_cam = np.searchsorted(np.sort(akey), wkey, side="right") - np.searchsorted(np.sort(akey), wkey, side="left")
+                err = (role == P.ROLE_ERROR)
+                gme = np.where(err, P.SSR_GME_ERROR[st["err_code"][sel] % 2], P.gme_code(st["gme"][sel]))
+                mor = dotted(rng, codes, st["dp"][sel][w_stay], dots, tb)
+                etl = dotted(rng, codes, st["etl"][sel][w_stay], dots, tb)
+                b = {
+                    "ETA_NUM": eta.take(pa.array(w_stay)), "RHA_NUM": ident.take(pa.array(w_stay)),
+                    "RHS_NUM": s_int(w_num + 1), "GRG_GME": pa.array(gme[w_stay].astype(str)),
+                    "AGE_ANN": s_int(np.maximum(age, 0)[w_stay]), "COD_SEX": sex.take(pa.array(w_stay)),
+                    "BDI_DEP": dep.take(pa.array(w_stay)),
+                    "ENT_MOD": pa.array(st["ent_mod"][sel][w_stay].astype(str)),
+                    "ENT_PRV": pc.if_else(pa.array(st["ent_prv"][sel][w_stay] == ""), pa.nulls(len(w_stay), pa.string()),
+                                          pa.array(st["ent_prv"][sel][w_stay].astype(str))),
+                    "SOR_MOD": pa.array(st["sor_mod"][sel][w_stay].astype(str)),
+                    "SOR_DES": pc.if_else(pa.array(st["sor_des"][sel][w_stay] == ""), pa.nulls(len(w_stay), pa.string()),
+                                          pa.array(st["sor_des"][sel][w_stay].astype(str))),
+                    "MOI_ANN": Fb.date("MOI_ANN", wstart), "MOI_ANN_SOR_SEJ": Fb.date("MOI_ANN_SOR_SEJ", end[w_stay]),
+                    "RHS_ANT_SEJ_ENT": s_int(7 * w_num),
+                    "MOR_PRP": mor, "ETL_AFF": etl,
+                    "FP_PEC": dotted(rng, codes, st["fp"][sel][w_stay], {}, tb, share=0.0),
+                    "NBR_DGN": s_int(n_dgn), "NBR_CCAM": s_int(n_cam), "HOS_TYP_UM": s_const("1", len(w_stay)),
+                }
+                files[bname + ".csv"] = FileData(tb, y, b, [])
+                wd = (start - 4) % 7  # 1970-01-01 was a Thursday: Monday = day - ((day - 4) % 7)
+                monday = start - wd
+                c = {"ETA_NUM": eta, "RHA_NUM": ident, "SEJ_NUM": s_zero_pad(st["sej_num"][sel] % 100000, 5),
+                     "MOI_LUN_1S": Fc.date("MOI_LUN_1S", np.maximum(monday, period.year_start(y))),
+                     "ANN_LUN_1S": Fc.date("ANN_LUN_1S", np.maximum(monday, period.year_start(y))),
+                     "EXE_SOI_AMF": Fc.date("EXE_SOI_AMD", end),  # EXE_SOI_AMF is a string column: same yyyyMM text
+                     **c_common}
+                files[cname + ".csv"] = FileData(tc, y, c, cor_c)
+                o2 = np.lexsort((dd["week"], pos[dd["stay"]]))
+                dd = dd.take(o2)
+                dp_ = pos[dd["stay"]]
+                files[f"T_SSR{yy}D.csv"] = FileData("T_SSRaaD", y, {
+                    "ETA_NUM": eta.take(pa.array(dp_)), "RHA_NUM": ident.take(pa.array(dp_)), "RHS_NUM": s_int(dd["week"] + 1),
+                    "DGN_COD": dotted(rng, codes, dd["icd"], dots, "T_SSRaaD"),
+                }, [])
+                o2 = np.lexsort((aa["delay"], pos[aa["stay"]]))
+                aa = aa.take(o2)
+                ap = pos[aa["stay"]]
+                files[f"T_SSR{yy}CCAM.csv"] = FileData("T_SSRaaCCAM", y, {
+                    "ETA_NUM": eta.take(pa.array(ap)), "RHA_NUM": ident.take(pa.array(ap)), "RHS_NUM": s_int(aa["week"] + 1),
+                    "CCAM_DEL_ENT_UM": s_int(aa["delay"]), "CCAM_ACT": s_take(codes.ccam, aa["ccam"]),
+                    "CCAM_NBR_REA": s_const("1", aa.n), "CCAM_PHA_ACT": s_const("0", aa.n), "CCAM_COD_ACT": s_const("1", aa.n),
+                }, [])
+            else:  # HAD
+                das_m = np.isin(pm.das["stay"], sel)
+                n_das = np.bincount(pos[pm.das["stay"][das_m]], minlength=n)
+                err = role == P.ROLE_ERROR
+                ghpc = np.where(err, P.HAD_GHPC_ERROR[st["err_code"][sel] % 2], P.ghpc_code(st["ghpc"][sel]))
+                b = {
+                    "ETA_NUM_EPMSI": eta, "RHAD_NUM": ident, "SEQ_NUM": s_const("1", n), "SSEQ_NUM": s_const("1", n),
+                    "DGN_PAL": dotted(rng, codes, st["dp"][sel], dots, tb), "ETA_GRP_GHPC": pa.array(ghpc.astype(str)),
+                    "PEC_PAL": s_take(codes.had_pec, st["pec"][sel]), "PEC_ASS": s_const("00", n),
+                    "ENT_MOD": pa.array(st["ent_mod"][sel].astype(str)),
+                    "ENT_PRV": pc.if_else(pa.array(st["ent_prv"][sel] == ""), pa.nulls(n, pa.string()), pa.array(st["ent_prv"][sel].astype(str))),
+                    "SOR_MOD": pa.array(st["sor_mod"][sel].astype(str)),
+                    "SOR_DES": pc.if_else(pa.array(st["sor_des"][sel] == ""), pa.nulls(n, pa.string()), pa.array(st["sor_des"][sel].astype(str))),
+                    "SEJ_NBJ": s_int(end - start + 1), "SOR_ANN": Fb.date("SOR_ANN", end), "SOR_MOI": Fb.date("SOR_MOI", end),
+                    "AGE_ANN": s_int(np.maximum(age, 0)), "COD_SEX": sex, "NBR_DGN": s_int(n_das), "BDI_DEP": dep,
+                }
+                files[bname + ".csv"] = FileData(tb, y, b, [])
+                c = {"ETA_NUM_EPMSI": eta, "RHAD_NUM": ident, "SEJ_NUM": s_zero_pad(st["sej_num"][sel] % 100000, 5),
+                     "ENT_MOI": Fc.date("ENT_MOI", start), "ENT_ANN": Fc.date("ENT_ANN", start), **c_common}
+                files[cname + ".csv"] = FileData(tc, y, c, cor_c)
+                dd = pm.das.take(np.flatnonzero(das_m))
+                o2 = np.lexsort((rank_in_group(dd["stay"]), pos[dd["stay"]]))
+                dd = dd.take(o2)
+                dp_ = pos[dd["stay"]]
+                files[f"T_HAD{yy}D.csv"] = FileData("T_HADaaD", y, {
+                    "DGN_ASS": dotted(rng, codes, dd["icd"], dots, "T_HADaaD"), "ETA_NUM_EPMSI": eta.take(pa.array(dp_)),
+                    "RHAD_NUM": ident.take(pa.array(dp_)), "SEQ_NUM": s_const("1", dd.n), "SSEQ_NUM": s_const("1", dd.n),
+                }, [])
+    return files, {"dotted_icd10": dots, "per_file_cleaning": per_file_cleaning}
+
+
+# ======================================================================================= referentials
+DEATH_CAUSES = ["I219", "I639", "I64", "C349", "C189", "C509", "J449", "I509", "F03", "G309", "J189", "A419", "N189",
+                "E149", "R99", "X599", "K746", "C61", "C259", "I251"]
+
+
+def render_refs(rng, p: Patients, drugs: Drugs, codes: Codes, period: Period, profile: Profile) -> tuple[dict, dict]:
+    files = {}
+    n = p.n
+    F = Formatter(profile, "IR_BEN_R")
+    idr = p.death_src["IR_BEN_R"]
+    dcd = np.where(idr == NULL_DAY, PLACEHOLDER_DEATH, idr)
+    ins = np.maximum(p.birth, period.start - 3650) + rng.integers(0, 200, n)
+    files["IR_BEN_R.csv"] = FileData("IR_BEN_R", None, {
+        "BEN_NIR_PSA": pa.array(p.psa.astype(str)), "BEN_RNG_GEM": s_const("1", n),
+        "BEN_NIR_ANO": pa.array(p.nir_ano.astype(str)), "BEN_IDT_ANO": pa.array(p.idt_ano.astype(str)),
+        "BEN_IDT_TOP": s_const("1", n), "BEN_CDI_NIR": pa.array(p.cdi_nir.astype(str)),
+        "BEN_NAI_ANN": F.date("BEN_NAI_ANN", p.birth), "BEN_NAI_MOI": F.date("BEN_NAI_MOI", p.birth),
+        "BEN_SEX_COD": s_int(p.sex), "BEN_DCD_DTE": F.date("BEN_DCD_DTE", dcd), "BEN_DCD_AME": F.date("BEN_DCD_AME", dcd),
+        "ORG_AFF_BEN": pa.array(p.org.astype(str)), "BEN_RES_DPT": s_take(codes.dpt, p.dpt),
+        "BEN_DTE_INS": F.date("BEN_DTE_INS", ins), "BEN_DTE_MAJ": F.date("BEN_DTE_MAJ", np.full(n, period.flux_cap)),
+        "MAX_TRT_DTD": F.date("MAX_TRT_DTD", np.full(n, period.flux_cap)),
+    }, [])
+    # IR_IMB_R
+    F = Formatter(profile, "IR_IMB_R")
+    a = p.ald_pid.size
+    dots: dict[str, int] = {}
+    end = np.where(p.ald_end == NULL_DAY, PLACEHOLDER_DEATH, p.ald_end)
+    files["IR_IMB_R.csv"] = FileData("IR_IMB_R", None, {
+        "BEN_NIR_PSA": s_take(p.psa, p.ald_pid), "BEN_RNG_GEM": s_const("1", a),
+        "IMB_ALD_DTD": F.date("IMB_ALD_DTD", p.ald_start), "IMB_ALD_DTF": F.date("IMB_ALD_DTF", end),
+        "IMB_ALD_NUM": s_int(codes.icd_ald[p.ald_icd]), "IMB_ETM_NAT": s_const("41", a),
+        "MED_MTF_COD": dotted(rng, codes, p.ald_icd, dots, "IR_IMB_R", share=0.06), "MED_NCL_IDT": s_const("CIM10", a),
+        "INS_DTE": F.date("INS_DTE", p.ald_start + rng.integers(0, 30, a)),
+        "UPD_DTE": F.date("UPD_DTE", p.ald_start + rng.integers(30, 60, a)),
+    }, [])
+    # IR_PHA_R
+    m = len(drugs.cip13)
+    files["IR_PHA_R.csv"] = FileData("IR_PHA_R", None, {
+        "PHA_CIP_C13": s_int(drugs.cip13), "PHA_PRS_IDE": s_int(drugs.cip7), "PHA_MED_NOM": pa.array(drugs.name.astype(str)),
+        "PHA_FRM_LIB": pa.array(drugs.form.astype(str)), "PHA_LAB_NOM": pa.array(drugs.lab.astype(str)),
+        "PHA_NOM_PA": pa.array(drugs.atc_label.astype(str)),
+        "PHA_ATC_C07": pa.array(drugs.atc.astype(str)), "PHA_ATC_L07": pa.array(drugs.atc_label.astype(str)),
+        "PHA_ATC_C03": pa.array(np.array([x[:3] for x in drugs.atc])),
+        "PHA_DOS_UNI": pa.array(drugs.unit.astype(str)),
+        "PHA_SUB_DOS": pa.array(np.array([f"{v:g}" for v in drugs.strength])),
+        "PHA_UPC_NBR": s_int(drugs.units),
+    }, [])
+    files["REF_ATC_DDD.csv"] = FileData("REF_ATC_DDD", None, {
+        "ATC_COD": pa.array(drugs.ref_atc.astype(str)), "ADM_ROUTE": pa.array(drugs.ref_route.astype(str)),
+        "DDD_VAL": pa.array(np.array([f"{v:g}" for v in drugs.ref_ddd])), "DDD_UNI": pa.array(drugs.ref_unit.astype(str)),
+    }, [])
+    # CépiDc: KI_CCI_R (one row per death, initial cause) and KI_ECD_R (all causes)
+    kid = np.flatnonzero(p.death_src["KI_CCI_R"] != NULL_DAY)
+    k = len(kid)
+    kdate = p.death_src["KI_CCI_R"][kid]
+    icd_of = {c: i for i, c in enumerate(codes.icd)}
+    cause_pool = np.array([icd_of[c] for c in DEATH_CAUSES if c in icd_of] or [0])
+    # initial cause: the patient's (first) ALD when there is one, else a common cause of death
+    first_ald = np.full(n, -1)
+    upid, ufirst = np.unique(p.ald_pid, return_index=True)
+    first_ald[upid] = p.ald_icd[ufirst]
+    cause = np.where(first_ald[kid] >= 0, first_ald[kid], cause_pool[rng.integers(0, len(cause_pool), k)])
+    enc = random_ids(rng, k)
+    Fk = Formatter(profile, "KI_CCI_R")
+    files["KI_CCI_R.csv"] = FileData("KI_CCI_R", None, {
+        "DCD_IDT_ENC": pa.array(enc.astype(str)), "BEN_IDT_ANO": s_take(p.idt_ano, kid), "BEN_IDT_TOP": s_const("1", k),
+        "BEN_NIR_ANO": s_take(p.nir_ano, kid), "FLX_PER_ANN": Fk.date("FLX_PER_ANN", kdate),
+        "BEN_RES_DPT": s_take(codes.dpt, p.dpt[kid]),
+        "BEN_DCD_DTE": Fk.date("BEN_DCD_DTE", kdate), "BEN_DCD_AME": Fk.date("BEN_DCD_AME", kdate),
+        "BEN_NAI_ANN": Fk.date("BEN_NAI_ANN", p.birth[kid]), "BEN_NAI_MOI": Fk.date("BEN_NAI_MOI", p.birth[kid]),
+        "BEN_SEX_COD": s_int(p.sex[kid]), "DCD_CIM_COD": s_take(codes.icd, cause),
+    }, [])
+    nother = rng.integers(0, 4, k)
+    e_row = np.repeat(np.arange(k), 1 + nother)
+    rank = rank_in_group(e_row)
+    e_icd = np.where(rank == 0, cause[e_row], rng.integers(0, len(codes.icd), len(e_row)))
+    Fe = Formatter(profile, "KI_ECD_R")
+    files["KI_ECD_R.csv"] = FileData("KI_ECD_R", None, {
+        "DCD_IDT_ENC": pa.array(enc[e_row].astype(str)), "BEN_IDT_ANO": s_take(p.idt_ano, kid[e_row]),
+        "BEN_IDT_TOP": s_const("1", len(e_row)), "BEN_NIR_ANO": s_take(p.nir_ano, kid[e_row]),
+        "FLX_PER_ANN": Fe.date("FLX_PER_ANN", kdate[e_row]), "CER_LIG_NUM": s_int(rank + 1),
+        "ECD_CAU_RNG": s_int(rank + 1), "ECD_CAU_LIB": s_take(codes.icd_label, e_icd), "ECD_CIM_COD": s_take(codes.icd, e_icd),
+        "BEN_DCD_DTE": Fe.date("BEN_DCD_DTE", kdate[e_row]), "BEN_DCD_AME": Fe.date("BEN_DCD_AME", kdate[e_row]),
+    }, [])
+    return files, {"dotted_icd10": dots}
