@@ -138,3 +138,34 @@ def test_entry_point_cli_writes_report(synth_delivery, tmp_path):
     assert "required table(s) missing from the delivery: ER_PRS_F, IR_BEN_R" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
+
+
+def test_latin1_num_enq_iso_delivery(tmp_path):
+    """A CNAM study extract: Latin-1, NUM_ENQ as the patient column, ISO dates in DCIR. Ingest with that
+    profile matches the truth, writes NUM_ENQ back under each table's native patient column and decodes
+    accented text."""
+    from snds_synth import generate
+    from spark_jobs.delivery import IngestConfig
+    from spark_jobs.engines import open_engine
+    from spark_jobs.ingest import run_ingest
+
+    delivery = tmp_path / "d"
+    truth = generate(delivery, n=120, seed=3, years=(2019, 2020), dcir_dates="iso", encoding="latin-1",
+                     id_column="NUM_ENQ", quiet=True)
+    assert "NUM_ENQ" in (delivery / "ER_PRS_F.csv").read_bytes().split(b"\n", 1)[0].decode()
+    cfg = IngestConfig.load(encoding="latin-1", patient_id_column="NUM_ENQ")
+    with open_engine("duckdb") as eng:
+        report = run_ingest(eng, delivery, tmp_path / "ingest", tmp_path / "quarantine", cfg, "t")
+    files = _per_file(report)
+    for name, t in truth["files"].items():
+        assert (files[name]["rows_read"], files[name]["quarantine_reasons"]) == (t["rows"], t["quarantine"]), name
+    con = duckdb.connect()
+    prs_cols = [c for (c, *_) in con.execute(f"DESCRIBE SELECT * FROM '{tmp_path}/ingest/ER_PRS_F/*.parquet'").fetchall()]
+    assert "BEN_NIR_PSA" in prs_cols and "NUM_ENQ" not in prs_cols
+    (linked,) = con.execute(f"""
+        SELECT count(*) FROM read_parquet('{tmp_path}/ingest/T_MCOaaC/*/*.parquet') c
+        JOIN (SELECT DISTINCT BEN_NIR_PSA FROM '{tmp_path}/ingest/IR_BEN_R/*.parquet') b ON c.NIR_ANO_17 = b.BEN_NIR_PSA
+    """).fetchone()
+    assert linked > 0
+    names = [n for (n,) in con.execute(f"SELECT PHA_MED_NOM FROM '{tmp_path}/ingest/IR_PHA_R/*.parquet'").fetchall()]
+    assert any("É" in n for n in names if n)

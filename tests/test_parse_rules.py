@@ -105,3 +105,25 @@ def test_crlf_and_latin1(engine, tmp_path):
     engine.create_view("parsed", sql)
     assert sorted(engine.rows('SELECT "A", "B", _reason FROM parsed')) == [(1, "Évry", None), (2, "Cergy", None)]
     engine.drop_view("parsed")
+
+
+@pytest.mark.parametrize("sep", [",", "|", "\t", "."])
+def test_separators(engine, tmp_path, sep):
+    """Any one-character separator, regex metacharacters included (Spark splits with a regex)."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"A{sep}B\n1{sep}x\n2{sep}\n", encoding="utf-8")
+    cols = (Column("A", "integer", 1, "A"), Column("B", "string", 2, "B"))
+    engine.read_lines("raw_lines", path, "utf-8")
+    sql = sqlrender.render("ingest/parse_delivery_file.sql", separator=sep, columns=list(cols),
+                           columns_in_schema_order=list(cols))
+    engine.create_view("parsed", sql)
+    assert sorted(engine.rows('SELECT "A", "B", _reason FROM parsed'), key=repr) == [(1, "x", None), (2, None, None)]
+    engine.drop_view("parsed")
+
+
+def test_spark_split_uses_the_plain_separator():
+    from spark_jobs.engines.spark_engine import SparkEngine
+
+    eng = SparkEngine.__new__(SparkEngine)  # transpiling needs no session
+    assert "SPLIT(line, ';')" in eng.transpile("SELECT string_split(line, ';') FROM t")
+    assert "SPLIT(line, '\\\\|')" in eng.transpile("SELECT string_split(line, '|') FROM t")

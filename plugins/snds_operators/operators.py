@@ -102,7 +102,12 @@ def step_operator(*, task_id: str, step: str, region: Region, step_args: list[st
         )
     spark = region.spark
     spark_submit = Path(sys.executable).parent / "spark-submit"
-    conf = {**SPARK_SQL_CONF, "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", **{k: str(v) for k, v in (spark.get("conf") or {}).items()}}
+    conf = {
+        **SPARK_SQL_CONF,
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        **{k: str(v) for k, v in (spark.get("conf") or {}).items()},
+    }
     return CheckedSparkSubmitOperator(
         task_id=task_id,
         application=str(SPARK_JOBS_DIR / f"{step}.py"),

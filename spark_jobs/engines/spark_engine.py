@@ -16,9 +16,32 @@ log = logging.getLogger(__name__)
 _ENCODINGS = {"utf-8": "UTF-8", "utf8": "UTF-8", "latin-1": "ISO-8859-1", "iso-8859-1": "ISO-8859-1", "latin1": "ISO-8859-1"}
 
 
+_REGEX_META = set(".$|()[{^?*+\\")
+
+
+def _literal_split(node):
+    """DuckDB's string_split(x, ';') splits on a plain string; Spark's split takes a regex, and sqlglot
+    quotes the separator as CONCAT('\\Q', ';', '\\E'), which Java recompiles for every row. A single
+    character (escaped when it is a regex metacharacter) takes Java's non-regex fast path instead."""
+    import sqlglot.expressions as exp
+
+    if isinstance(node, exp.Split) and isinstance(node.expression, exp.Literal) and node.expression.is_string:
+        sep = node.expression.this
+        if len(sep) == 1:
+            pattern = "\\" + sep if sep in _REGEX_META else sep
+            return exp.Anonymous(this="SPLIT", expressions=[node.this, exp.Literal.string(pattern)])
+    return node
+
+
 class SparkEngine(Engine):
     name = "spark"
     dialect = "spark"
+
+    def transpile(self, sql: str) -> str:
+        import sqlglot
+
+        tree = sqlglot.parse_one(sql, read="duckdb").transform(_literal_split)
+        return tree.sql(dialect=self.dialect)
 
     def __init__(self, spark=None, app_name: str = "snds-step"):
         if spark is None:

@@ -3,50 +3,46 @@
   NULL when the text does not parse; parse_delivery_file.sql turns "text present but NULL value" into a
   quarantine reason, so nothing is silently lost.
 
-  Dates are parsed here in portable SQL (fixed-layout check, then day/month/year taken by position
-  and range-checked) rather than with each engine's own date parser: DuckDB's strptime and Spark's
-  to_date disagree on one-digit days, two-digit years and lenient month names, and the engines must
-  accept and refuse exactly the same values.
+  Dates are parsed here in portable SQL (a fixed-layout check, then day, month and year taken by
+  position into an ISO yyyy-MM-dd text that is cast to DATE) rather than with each engine's own date
+  parser: DuckDB's strptime and Spark's to_date disagree on one-digit days, two-digit years and
+  lenient month names, and the engines must accept and refuse exactly the same values.
 -#}
 
-{%- macro as_int(expr) -%} TRY_CAST({{ expr }} AS INTEGER) {%- endmacro -%}
-
-{%- macro valid_date(y, m, d) -%}
-CASE WHEN {{ y }} >= 1 AND {{ m }} BETWEEN 1 AND 12 AND {{ d }} BETWEEN 1 AND (CASE
-        WHEN {{ m }} IN (1, 3, 5, 7, 8, 10, 12) THEN 31
-        WHEN {{ m }} IN (4, 6, 9, 11) THEN 30
-        WHEN ({{ y }} % 4 = 0 AND {{ y }} % 100 <> 0) OR {{ y }} % 400 = 0 THEN 29
-        ELSE 28 END)
-     THEN make_date({{ y }}, {{ m }}, {{ d }}) END
+{#- A date from its year, month and day digits (text), or NULL if no such day exists (31/02, 29/02 of a
+    non-leap year, month 13, year 0000). The ISO text is built from fixed positions after a layout check,
+    and cast: both engines refuse impossible dates in a cast the same way. -#}
+{%- macro iso_date(y, m, d) -%}
+CASE WHEN {{ y }} <> '0000' THEN TRY_CAST({{ y }} || '-' || {{ m }} || '-' || {{ d }} AS DATE) END
 {%- endmacro -%}
 
-{%- macro month_number(abbr) -%}
-CASE upper({{ abbr }}) WHEN 'JAN' THEN 1 WHEN 'FEB' THEN 2 WHEN 'MAR' THEN 3 WHEN 'APR' THEN 4
-    WHEN 'MAY' THEN 5 WHEN 'JUN' THEN 6 WHEN 'JUL' THEN 7 WHEN 'AUG' THEN 8 WHEN 'SEP' THEN 9
-    WHEN 'OCT' THEN 10 WHEN 'NOV' THEN 11 WHEN 'DEC' THEN 12 END
+{%- macro month_digits(abbr) -%}
+CASE upper({{ abbr }}) WHEN 'JAN' THEN '01' WHEN 'FEB' THEN '02' WHEN 'MAR' THEN '03' WHEN 'APR' THEN '04'
+    WHEN 'MAY' THEN '05' WHEN 'JUN' THEN '06' WHEN 'JUL' THEN '07' WHEN 'AUG' THEN '08' WHEN 'SEP' THEN '09'
+    WHEN 'OCT' THEN '10' WHEN 'NOV' THEN '11' WHEN 'DEC' THEN '12' END
 {%- endmacro -%}
 
 {#- One supported date layout. `v` is the trimmed text. -#}
 {%- macro parse_date_format(v, fmt) -%}
 {%- if fmt == "dd/MM/yyyy" -%}
 CASE WHEN regexp_matches({{ v }}, '^[0-9]{2}/[0-9]{2}/[0-9]{4}$') THEN
-    {{ valid_date(as_int("substr(" ~ v ~ ", 7, 4)"), as_int("substr(" ~ v ~ ", 4, 2)"), as_int("substr(" ~ v ~ ", 1, 2)")) }} END
+    {{ iso_date("substr(" ~ v ~ ", 7, 4)", "substr(" ~ v ~ ", 4, 2)", "substr(" ~ v ~ ", 1, 2)") }} END
 {%- elif fmt == "yyyy-MM-dd" -%}
 CASE WHEN regexp_matches({{ v }}, '^[0-9]{4}-[0-9]{2}-[0-9]{2}$') THEN
-    {{ valid_date(as_int("substr(" ~ v ~ ", 1, 4)"), as_int("substr(" ~ v ~ ", 6, 2)"), as_int("substr(" ~ v ~ ", 9, 2)")) }} END
+    {{ iso_date("substr(" ~ v ~ ", 1, 4)", "substr(" ~ v ~ ", 6, 2)", "substr(" ~ v ~ ", 9, 2)") }} END
 {%- elif fmt == "ddMMyyyy" -%}
 CASE WHEN regexp_matches({{ v }}, '^[0-9]{8}$') THEN
-    {{ valid_date(as_int("substr(" ~ v ~ ", 5, 4)"), as_int("substr(" ~ v ~ ", 3, 2)"), as_int("substr(" ~ v ~ ", 1, 2)")) }} END
+    {{ iso_date("substr(" ~ v ~ ", 5, 4)", "substr(" ~ v ~ ", 3, 2)", "substr(" ~ v ~ ", 1, 2)") }} END
 {%- elif fmt == "yyyyMMdd" -%}
 CASE WHEN regexp_matches({{ v }}, '^[0-9]{8}$') THEN
-    {{ valid_date(as_int("substr(" ~ v ~ ", 1, 4)"), as_int("substr(" ~ v ~ ", 5, 2)"), as_int("substr(" ~ v ~ ", 7, 2)")) }} END
+    {{ iso_date("substr(" ~ v ~ ", 1, 4)", "substr(" ~ v ~ ", 5, 2)", "substr(" ~ v ~ ", 7, 2)") }} END
 {%- elif fmt == "ddMMMyyyy:HH:mm:ss" -%}
 {#- SAS DATETIME (PMSI EXE_SOI_DTD). The time of day is always midnight in PMSI: the value is a date. -#}
 CASE WHEN regexp_matches({{ v }}, '^[0-9]{2}[A-Za-z]{3}[0-9]{4}:([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$') THEN
-    {{ valid_date(as_int("substr(" ~ v ~ ", 6, 4)"), month_number("substr(" ~ v ~ ", 3, 3)"), as_int("substr(" ~ v ~ ", 1, 2)")) }} END
+    {{ iso_date("substr(" ~ v ~ ", 6, 4)", month_digits("substr(" ~ v ~ ", 3, 3)"), "substr(" ~ v ~ ", 1, 2)") }} END
 {%- elif fmt == "ddMMMyyyy" -%}
 CASE WHEN regexp_matches({{ v }}, '^[0-9]{2}[A-Za-z]{3}[0-9]{4}$') THEN
-    {{ valid_date(as_int("substr(" ~ v ~ ", 6, 4)"), month_number("substr(" ~ v ~ ", 3, 3)"), as_int("substr(" ~ v ~ ", 1, 2)")) }} END
+    {{ iso_date("substr(" ~ v ~ ", 6, 4)", month_digits("substr(" ~ v ~ ", 3, 3)"), "substr(" ~ v ~ ", 1, 2)") }} END
 {%- else -%}
 {{ raise("unsupported date format " ~ fmt) }}
 {%- endif -%}
