@@ -79,6 +79,17 @@ def _composite(keys) -> np.ndarray | None:
     return out
 
 
+def _lexsorted_starts(keys, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (stable) row order sorting by the keys, and which sorted rows start a new key combination."""
+    order = np.lexsort(tuple(reversed(keys)))
+    starts = np.zeros(n, dtype=bool)
+    starts[0] = True
+    for k in keys:
+        ks = np.asarray(k)[order]
+        starts[1:] |= ks[1:] != ks[:-1]
+    return order, starts
+
+
 def first_of_groups(*keys) -> np.ndarray:
     """Indices (sorted) of the first row of every distinct combination of keys (stable)."""
     n = len(keys[0])
@@ -88,13 +99,8 @@ def first_of_groups(*keys) -> np.ndarray:
     if comp is not None:
         _, first = np.unique(comp, return_index=True)
         return np.sort(first)
-    order = np.lexsort(tuple(reversed(keys)))
-    diff = np.zeros(n, dtype=bool)
-    diff[0] = True
-    for k in keys:
-        ks = np.asarray(k)[order]
-        diff[1:] |= ks[1:] != ks[:-1]
-    return np.sort(order[diff])
+    order, starts = _lexsorted_starts(keys, n)
+    return np.sort(order[starts])
 
 
 def group_ids(*keys) -> tuple[np.ndarray, int]:
@@ -108,13 +114,8 @@ def group_ids(*keys) -> tuple[np.ndarray, int]:
         rank = np.empty(len(first), dtype=np.int64)
         rank[np.argsort(first, kind="stable")] = np.arange(len(first))
         return rank[inv.ravel()], len(first)
-    order = np.lexsort(tuple(reversed(keys)))
-    diff = np.zeros(n, dtype=bool)
-    diff[0] = True
-    for k in keys:
-        ks = np.asarray(k)[order]
-        diff[1:] |= ks[1:] != ks[:-1]
-    gid_sorted = np.cumsum(diff) - 1
+    order, starts = _lexsorted_starts(keys, n)
+    gid_sorted = np.cumsum(starts) - 1
     gid = np.empty(n, dtype=np.int64)
     gid[order] = gid_sorted
     first = np.full(gid_sorted[-1] + 1, n, dtype=np.int64)
