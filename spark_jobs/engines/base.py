@@ -15,8 +15,6 @@ import os
 import shutil
 from pathlib import Path
 
-import sqlglot
-
 #: Dialect the SQL under sql/ is authored in.
 AUTHORING_DIALECT = "duckdb"
 
@@ -40,13 +38,9 @@ class Engine(abc.ABC):
     dialect: str
 
     def transpile(self, sql: str) -> str:
-        """SQL authored in DuckDB's dialect, in this engine's dialect."""
-        if self.dialect == AUTHORING_DIALECT:
-            return sql
-        out = sqlglot.transpile(sql, read=AUTHORING_DIALECT, write=self.dialect)
-        if len(out) != 1:
-            raise ValueError(f"expected one SQL statement, got {len(out)}")
-        return out[0]
+        """SQL authored in DuckDB's dialect, in this engine's dialect (engines of another dialect
+        override this with sqlglot)."""
+        return sql
 
     @abc.abstractmethod
     def read_lines(self, view: str, path: Path, encoding: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from spark_jobs.spark_conf import SPARK_SQL_CONF
 
-from .base import Engine
+from .base import AUTHORING_DIALECT, Engine
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,10 @@ class SparkEngine(Engine):
     dialect = "spark"
 
     def transpile(self, sql: str) -> str:
+        """The step's one statement, from the authoring dialect (DuckDB) to Spark SQL, with sqlglot."""
         import sqlglot
 
-        tree = sqlglot.parse_one(sql, read="duckdb").transform(_literal_split)
+        tree = sqlglot.parse_one(sql, read=AUTHORING_DIALECT).transform(_literal_split)
         return tree.sql(dialect=self.dialect)
 
     def __init__(self, spark=None, app_name: str = "snds-step"):
