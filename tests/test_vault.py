@@ -1,0 +1,110 @@
+"""Pseudonyms and the encrypted vault (issue #3 core): determinism, keys, tampering, crash safety."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from spark_jobs.keys import KeyProviderError, LocalKeyFile
+from spark_jobs.vault import Argon2Params, Vault, VaultError, check_separate, is_pseudonymisable, pseudonym
+
+FAST = Argon2Params(time_cost=1, memory_cost_kib=64, parallelism=1)
+
+
+def test_pseudonyms_deterministic_keyed_hex():
+    a = pseudonym("ABCDEFGHIJKLMNOPQ", b"p" * 32, FAST)
+    assert a == pseudonym("ABCDEFGHIJKLMNOPQ", b"p" * 32, FAST)
+    assert a != pseudonym("ABCDEFGHIJKLMNOPQ", b"q" * 32, FAST)  # another pepper, another pseudonym
+    assert a != pseudonym("ABCDEFGHIJKLMNOPR", b"p" * 32, FAST)
+    assert len(a) == 64 and a == a.lower() and int(a, 16) >= 0
+    assert pseudonym("X1", b"p" * 32) != pseudonym("X1", b"p" * 32, FAST)  # parameters matter
+    for bad in (None, "", "  ", "xxxxxxxxxxxxxxxxx", "XXXXXXXXXXXXXXXXD"):
+        assert not is_pseudonymisable(bad)
+    with pytest.raises(ValueError):
+        pseudonym("XXXXXXXXXXXXXXXXD", b"p" * 32, FAST)
+
+
+def test_key_file_created_private_and_checked(tmp_path):
+    keys = LocalKeyFile.create(tmp_path / "k" / "region.key")
+    assert stat.S_IMODE(keys.path.stat().st_mode) == 0o600
+    assert len(keys.master_key()) == 32 and len(keys.pepper()) == 32 and keys.key_id().startswith("local:")
+    with pytest.raises(KeyProviderError, match="already exists"):
+        LocalKeyFile.create(keys.path)
+    os.chmod(keys.path, 0o644)
+    with pytest.raises(KeyProviderError, match="readable by others"):
+        LocalKeyFile(keys.path).master_key()
+    with pytest.raises(KeyProviderError, match="missing"):
+        LocalKeyFile(tmp_path / "none.key").pepper()
+
+
+def test_vault_roundtrip_versions_and_wrong_key(tmp_path):
+    keys = LocalKeyFile.create(tmp_path / "keys" / "a.key")
+    vault = Vault(tmp_path / "vault", keys)
+    assert vault.load() == ({}, None)
+    v1 = vault.save({"A" * 17: "aa", "B" * 17: "bb"}, FAST)
+    v2 = vault.save({"A" * 17: "aa", "B" * 17: "bb", "C" * 17: "cc"}, FAST)
+    assert (v1, v2) == ("v000001", "v000002")
+    mapping, params = Vault(tmp_path / "vault", keys).load()
+    assert mapping == {"A" * 17: "aa", "B" * 17: "bb", "C" * 17: "cc"} and params == FAST
+    raw = (tmp_path / "vault" / "versions" / "v000002.vault").read_bytes()
+    assert b"AAAAAAAAAAAAAAAAA" not in raw and b"CCCCC" not in raw  # raw IDs never in clear
+    other = LocalKeyFile.create(tmp_path / "keys" / "b.key")
+    with pytest.raises(VaultError, match="v000002.vault: the master key .* does not open this vault"):
+        Vault(tmp_path / "vault", other).load()
+
+
+@pytest.mark.parametrize("damage", ["flip_payload", "flip_header", "truncate", "garbage"])
+def test_tampered_or_truncated_vault_is_refused(tmp_path, damage):
+    keys = LocalKeyFile.create(tmp_path / "k.key")
+    vault = Vault(tmp_path / "vault", keys)
+    vault.save({"A" * 17: "aa"}, FAST)
+    path = tmp_path / "vault" / "versions" / "v000001.vault"
+    blob = bytearray(path.read_bytes())
+    if damage == "flip_payload":
+        blob[-5] ^= 1
+    elif damage == "flip_header":
+        blob[blob.index(b'"entries": 1') + 11] = ord("2")
+    elif damage == "truncate":
+        blob = blob[: len(blob) - 10]
+    else:
+        blob = bytearray(b"not a vault at all")
+    path.write_bytes(bytes(blob))
+    with pytest.raises(VaultError, match=r"v000001.vault: "):
+        vault.load()
+
+
+def test_crash_during_save_keeps_previous_version(tmp_path, monkeypatch):
+    keys = LocalKeyFile.create(tmp_path / "k.key")
+    vault = Vault(tmp_path / "vault", keys)
+    vault.save({"A" * 17: "aa"}, FAST)
+
+    def crash(version):
+        raise OSError("power cut (simulated)")
+
+    monkeypatch.setattr(vault, "_switch", crash)
+    with pytest.raises(OSError, match="simulated"):
+        vault.save({"A" * 17: "aa", "B" * 17: "bb"}, FAST)
+    assert Vault(tmp_path / "vault", keys).load()[0] == {"A" * 17: "aa"}
+
+
+def test_rotation_rewraps_without_rehashing(tmp_path):
+    old = LocalKeyFile.create(tmp_path / "old.key")
+    vault = Vault(tmp_path / "vault", old)
+    vault.save({"A" * 17: "aa"}, FAST)
+    new = LocalKeyFile.create(tmp_path / "new.key", pepper=old.pepper())
+    assert vault.rotate(new) == "v000002"
+    assert Vault(tmp_path / "vault", new).load()[0] == {"A" * 17: "aa"}
+    with pytest.raises(VaultError, match="wrong key"):
+        Vault(tmp_path / "vault", old).load()
+    with pytest.raises(VaultError, match="another pepper"):
+        Vault(tmp_path / "vault", new).rotate(LocalKeyFile.create(tmp_path / "other.key"))
+
+
+def test_vault_must_live_apart_from_the_lake(tmp_path):
+    check_separate(tmp_path / "vault", tmp_path / "lake")
+    for vault, lake in ((tmp_path / "lake" / "vault", tmp_path / "lake"), (tmp_path / "x", tmp_path / "x"),
+                        (tmp_path / "v", tmp_path / "v" / "lake")):
+        with pytest.raises(VaultError, match="overlap"):
+            check_separate(vault, lake)
