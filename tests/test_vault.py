@@ -108,3 +108,41 @@ def test_vault_must_live_apart_from_the_lake(tmp_path):
                         (tmp_path / "v", tmp_path / "v" / "lake")):
         with pytest.raises(VaultError, match="overlap"):
             check_separate(vault, lake)
+
+
+def test_reidentification_needs_key_and_reason_and_is_audited(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    keys = LocalKeyFile.create(tmp_path / "k.key")
+    raw = ["A" * 17, "B" * 17]
+    mapping = {r: pseudonym(r, keys.pepper(), FAST) for r in raw}
+    Vault(tmp_path / "vault", keys).save(mapping, FAST)
+    asked = tmp_path / "asked.txt"
+    asked.write_text(mapping["B" * 17] + "\n" + "0" * 64 + "\n")
+    audit = tmp_path / "audit" / "reid.jsonl"
+
+    def run(*extra):
+        args = ["--vault", str(tmp_path / "vault"), "--pseudonyms", str(asked), "--audit-log", str(audit), *extra]
+        return subprocess.run([sys.executable, "-m", "spark_jobs.reidentify", *args], cwd=PROJECT_ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    proc = run("--key-file", str(keys.path), "--out", str(tmp_path / "out.csv"), "--reason", "ticket 42: adverse event follow-up")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.csv").read_text() == f"pseudonym,raw_id\n{mapping['B' * 17]},{'B' * 17}\n"
+    assert stat.S_IMODE((tmp_path / "out.csv").stat().st_mode) == 0o600
+    record = json.loads(audit.read_text().splitlines()[-1])
+    assert (record["outcome"], record["asked"], record["found"], record["vault_version"]) == ("granted", 2, 1, "v000001")
+    assert record["reason"].startswith("ticket 42") and record["who"]
+    assert "B" * 17 not in audit.read_text()  # the audit log names counts, never identifiers
+
+    proc = run("--key-file", str(tmp_path / "missing.key"), "--out", str(tmp_path / "o2.csv"), "--reason", "a good reason here")
+    assert proc.returncode == 2 and "missing" in proc.stderr and not (tmp_path / "o2.csv").exists()
+    proc = run("--key-file", str(keys.path), "--out", str(tmp_path / "o3.csv"), "--reason", "why")
+    assert proc.returncode == 2 and "reason" in proc.stderr
+    outcomes = [json.loads(line)["outcome"] for line in audit.read_text().splitlines()]
+    assert outcomes == ["granted", "refused", "refused"]  # refused attempts are audited too
+    assert "B" * 17 not in audit.read_text()
