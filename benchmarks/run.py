@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+from spark_jobs.spark_conf import SPARK_QUIET_CONF, SPARK_SQL_CONF  # noqa: E402
 PY = sys.executable
 SPARK_SUBMIT = str(Path(PY).parent / "spark-submit")
 
@@ -98,8 +100,8 @@ def bench_size(n: int, years: str, work: Path, cores: int, engines: list[str]) -
         if engine == "duckdb":
             cmd = [PY, "-m", "spark_jobs.ingest", *args, "--duckdb-threads", str(cores)]
         else:
-            cmd = [SPARK_SUBMIT, "--master", f"local[{cores}]", "--driver-memory", "6g",
-                   "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.ansi.enabled=false",
+            confs = [a for k, v in {**SPARK_QUIET_CONF, **SPARK_SQL_CONF}.items() for a in ("--conf", f"{k}={v}")]
+            cmd = [SPARK_SUBMIT, "--master", f"local[{cores}]", "--driver-memory", "6g", *confs,
                    str(PROJECT_ROOT / "spark_jobs" / "ingest.py"), *args]
         m = measured(cmd, env={"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": PY}, log=logs / f"ingest-n{n}-{engine}.log")
         report = json.loads((out / "ingest.json").read_text())

@@ -50,11 +50,6 @@ class LocalKeyFile:
             json.dump(payload, fh)
         return cls(path)
 
-    @classmethod
-    def open_or_create(cls, path: str | Path) -> "LocalKeyFile":
-        path = Path(path)
-        return cls(path) if path.exists() else cls.create(path)
-
     def _load(self) -> dict:
         if self._data is None:
             if not self.path.exists():

@@ -5,7 +5,8 @@
 
 Never called by the pipeline. It needs the region's key (reading the key file is the permission) and a
 stated reason; every call, granted or refused, appends one JSON line to the audit log (who, when, vault
-version, how many pseudonyms asked and found, why) before anything is written. The output file is created with mode 0600.
+version, how many pseudonyms asked and found, why) before anything is written. The output file is
+created with mode 0600.
 """
 
 from __future__ import annotations

@@ -14,3 +14,10 @@ SPARK_SQL_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
 }
+
+# No Spark UI and no console progress bar for step runs: steps log their own progress, and the UI
+# port is useless for short batch jobs. Static settings: they apply when a session starts.
+SPARK_QUIET_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+}

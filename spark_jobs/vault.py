@@ -72,6 +72,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _wrap_data_key(keys, data_key: bytes) -> dict:
+    """The data key encrypted under the region's master key (a fresh nonce each time)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    return {"nonce": _b64(nonce), "ciphertext": _b64(AESGCM(keys.master_key()).encrypt(nonce, data_key, VAULT_FORMAT.encode()))}
+
+
 class Vault:
     def __init__(self, root: str | Path, keys):
         self.root = Path(root)
@@ -169,17 +177,14 @@ class Vault:
         """Store `mapping` as a new version under a fresh data key; returns the version name."""
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        data_key, key_nonce, payload_nonce = AESGCM.generate_key(bit_length=256), os.urandom(12), os.urandom(12)
+        data_key, payload_nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
         header = {
             "format": VAULT_FORMAT,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "argon2": asdict(params),
             "entries": len(mapping),
             "key_id": self.keys.key_id(),
-            "wrapped_data_key": {
-                "nonce": _b64(key_nonce),
-                "ciphertext": _b64(AESGCM(self.keys.master_key()).encrypt(key_nonce, data_key, VAULT_FORMAT.encode())),
-            },
+            "wrapped_data_key": _wrap_data_key(self.keys, data_key),
             "payload_nonce": _b64(payload_nonce),
         }
         plain = zlib.compress("".join(f"{r}\t{p}\n" for r, p in sorted(mapping.items())).encode("utf-8"))
@@ -200,15 +205,12 @@ class Vault:
         data_key = self._data_key(header, path)
         plain = AESGCM(data_key).decrypt(base64.b64decode(header["payload_nonce"]), body, head)
         # A fresh nonce for the payload too: one (key, nonce) pair never encrypts twice in GCM.
-        key_nonce, payload_nonce = os.urandom(12), os.urandom(12)
+        payload_nonce = os.urandom(12)
         new_header = dict(
             header,
             key_id=new_keys.key_id(),
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            wrapped_data_key={
-                "nonce": _b64(key_nonce),
-                "ciphertext": _b64(AESGCM(new_keys.master_key()).encrypt(key_nonce, data_key, VAULT_FORMAT.encode())),
-            },
+            wrapped_data_key=_wrap_data_key(new_keys, data_key),
             payload_nonce=_b64(payload_nonce),
         )
         new_version = self._write_version(new_header, lambda h: AESGCM(data_key).encrypt(payload_nonce, plain, h))

@@ -44,17 +44,15 @@ def spark():
     # py4j logs at INFO from __del__ at interpreter exit, after pytest closed the streams.
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
-    from spark_jobs.engines.spark_engine import SPARK_SQL_CONF
+    from spark_jobs.spark_conf import SPARK_QUIET_CONF, SPARK_SQL_CONF
 
     builder = (
         SparkSession.builder.master("local[2]")
         .appName("snds-tests")
-        .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", "2g")
-        .config("spark.ui.showConsoleProgress", "false")
     )
-    for key, value in SPARK_SQL_CONF.items():
+    for key, value in {**SPARK_QUIET_CONF, **SPARK_SQL_CONF}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

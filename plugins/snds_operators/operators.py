@@ -21,7 +21,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import BaseHook, BaseOperator
 
 from snds_operators.regions import PROJECT_ROOT, Region
-from spark_jobs.spark_conf import SPARK_SQL_CONF
+from spark_jobs.spark_conf import SPARK_QUIET_CONF, SPARK_SQL_CONF
 
 try:  # Airflow 3.1+
     from airflow.sdk.exceptions import AirflowFailException
@@ -104,8 +104,7 @@ def step_operator(*, task_id: str, step: str, region: Region, step_args: list[st
     spark_submit = Path(sys.executable).parent / "spark-submit"
     conf = {
         **SPARK_SQL_CONF,
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
+        **SPARK_QUIET_CONF,
         **{k: str(v) for k, v in (spark.get("conf") or {}).items()},
     }
     return CheckedSparkSubmitOperator(

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from spark_jobs.spark_conf import SPARK_SQL_CONF
+from spark_jobs.spark_conf import SPARK_QUIET_CONF, SPARK_SQL_CONF
 
 from .base import AUTHORING_DIALECT, Engine
 
@@ -53,8 +53,8 @@ class SparkEngine(Engine):
                 # Plain `python -m spark_jobs.<step> --engine spark` (not under spark-submit, which
                 # sets the master itself): run on all local cores.
                 builder = builder.master(os.environ.get("SNDS_SPARK_MASTER", "local[*]"))
-                builder = builder.config("spark.ui.enabled", "false")
-                builder = builder.config("spark.ui.showConsoleProgress", "false")
+                for key, value in SPARK_QUIET_CONF.items():
+                    builder = builder.config(key, value)
             for key, value in SPARK_SQL_CONF.items():
                 builder = builder.config(key, value)
             spark = builder.getOrCreate()
