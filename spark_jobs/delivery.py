@@ -56,6 +56,7 @@ class DeliveredFile:
     year: int | None
     columns: tuple[Column, ...]  # in delivery order
     schema_order: tuple[str, ...]
+    patient_column: Column | None = None  # the column naming the patient (first of patient_columns)
 
     @property
     def columns_in_schema_order(self) -> list[Column]:
@@ -63,8 +64,8 @@ class DeliveredFile:
         return [by_name[n] for n in self.schema_order if n in by_name]
 
     @property
-    def identifier_columns(self) -> list[str]:
-        return [c.name for c in self.columns_in_schema_order if c.identifier]
+    def identifier_columns(self) -> list[Column]:
+        return [c for c in self.columns_in_schema_order if c.identifier]
 
     @property
     def partition(self) -> str:
@@ -82,6 +83,9 @@ class IngestConfig:
     type_overrides: dict[str, str]
     tables: dict[str, dict]
     schema_dir: Path
+    patient_columns: tuple[str, ...] = ("BEN_NIR_PSA", "NIR_ANO_17", "BEN_IDT_ANO")
+    placeholder_ids: tuple[str, ...] = ("xxxxxxxxxxxxxxxxx", "XXXXXXXXXXXXXXXXD")
+    unlinked_patient_rules: dict[str, str] = field(default_factory=dict)
     _schemas: dict[str, dict] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -101,6 +105,15 @@ class IngestConfig:
             tables=dict(raw["tables"]),
             schema_dir=Path(raw.get("schema_dir", CONFIG_DIR / "schemas")),
         )
+        pseudo = raw.get("pseudonymisation") or {}
+        unknown = set(pseudo) - {"patient_columns", "placeholder_ids", "unlinked_patient_rules"}
+        if unknown:
+            raise DeliveryError(f"{path}: pseudonymisation: unknown key(s) {sorted(unknown)}")
+        if "patient_columns" in pseudo:
+            cfg.patient_columns = tuple(pseudo["patient_columns"])
+        if "placeholder_ids" in pseudo:
+            cfg.placeholder_ids = tuple(pseudo["placeholder_ids"])
+        cfg.unlinked_patient_rules = dict(pseudo.get("unlinked_patient_rules") or {})
         cfg.validate(path)
         return cfg
 
@@ -111,6 +124,12 @@ class IngestConfig:
             raise DeliveryError(f"{source}: delivery.encoding must be utf-8 or latin-1, got {self.encoding!r}")
         if self.patient_id_column not in ("BEN_NIR_PSA", "NUM_ENQ"):
             raise DeliveryError(f"{source}: delivery.patient_id_column must be BEN_NIR_PSA or NUM_ENQ")
+        not_ids = [c for c in (*self.patient_columns, *self.unlinked_patient_rules) if c not in self.identifier_columns]
+        if not_ids:
+            raise DeliveryError(f"{source}: pseudonymisation: {not_ids} must also be listed in identifier_columns")
+        bad_rules = [r for r in self.unlinked_patient_rules.values() if not re.match(r"^[a-z][a-z0-9_]*$", str(r))]
+        if bad_rules:
+            raise DeliveryError(f"{source}: pseudonymisation.unlinked_patient_rules: rule names must be snake_case, got {bad_rules}")
         bad = [f for f in self.date_formats if f not in DATE_LAYOUTS]
         if bad:
             raise DeliveryError(f"{source}: delivery.date_formats: unsupported {bad}; known: {sorted(DATE_LAYOUTS)}")
@@ -220,12 +239,15 @@ class IngestConfig:
             problems.append(f"key columns missing: {', '.join(missing_keys)}")
         if problems:
             raise DeliveryError(f"{path}: header does not match the {table} schema: " + "; ".join(problems))
+        by_name = {c.name: c for c in columns}
+        patient = next((by_name[n] for n in self.patient_columns if n in by_name), None)
         return DeliveredFile(
             path=path,
             table=table,
             year=year,
             columns=tuple(columns),
             schema_order=tuple(f["name"] for f in schema["fields"]),
+            patient_column=patient,
         )
 
     def scan(self, directory: Path) -> list[DeliveredFile]:

@@ -1,32 +1,59 @@
-"""Ingest step: a CNAM delivery directory (CSV) -> typed Parquet per table + quarantine per table.
+"""Ingest step: a CNAM delivery directory (CSV) -> typed, pseudonymised Parquet per table + quarantine.
 
     python -m spark_jobs.ingest --engine duckdb --input DELIVERY_DIR --output INGEST_URI \
-        --quarantine QUARANTINE_URI --report REPORT.json --release R --run-id ID
+        --quarantine QUARANTINE_URI --report REPORT.json --release R --run-id ID \
+        --vault VAULT_DIR --key-file KEY_FILE
     spark-submit spark_jobs/ingest.py --engine spark ...   (same arguments)
 
 Every file is checked against its table's schema (header, column count, types, date formats). Lines
-that do not parse go to the quarantine with their raw text and a reason; rows read = rows written +
-rows quarantined, per file, or the step fails. Outputs are written aside and swapped in at the end, so
-a failed or re-run step never leaves partial results visible.
+that do not parse go to the quarantine with a reason; rows read = rows written + rows quarantined +
+rows dropped by a named rule, per file, or the step fails.
+
+Identifiers never leave this step in clear (docs/pseudonymisation.md): a first pass collects the
+distinct raw identifiers of every file, the ones the region's vault does not know are hashed once
+(argon2id UDF, in parallel), and the parse joins the pseudonyms back in place of the raw values; the
+quarantine keeps its lines with the identifiers replaced. The new mappings are sealed into the vault
+as a pending delta (merged into a new vault version by the vault-update task). Outputs are written
+aside and swapped in at the end, so a failed or re-run step never leaves partial results visible.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from spark_jobs import sqlrender
 from spark_jobs.delivery import DeliveredFile, DeliveryError, IngestConfig
 from spark_jobs.engines import Engine, local_path, open_engine, replace_directory
+from spark_jobs.keys import KeyProviderError
 from spark_jobs.report import now_utc, write_json_atomic
-from spark_jobs.stepargs import engine_settings, setup_logging, step_parser
+from spark_jobs.stepargs import (
+    add_pseudonymisation_args,
+    engine_settings,
+    key_provider_from_args,
+    setup_logging,
+    step_parser,
+)
+from spark_jobs.vault import Argon2Params, Vault, VaultError, check_separate
 
 log = logging.getLogger("snds.ingest")
 
 STEP = "ingest"
+
+
+@dataclass
+class Pseudonymisation:
+    """What the step needs to pseudonymise: the region's vault (with its key provider), the argon2
+    parameters configured for the region, and how many threads may hash at once."""
+
+    vault: Vault
+    params: Argon2Params
+    workers: int = 1
 
 
 class AccountingError(RuntimeError):
@@ -41,12 +68,76 @@ def parquet_rows(directory: Path) -> int:
 
 
 def parse_sql(f: DeliveredFile, cfg: IngestConfig) -> str:
+    patient = f.patient_column
     return sqlrender.render(
         "ingest/parse_delivery_file.sql",
         separator=cfg.separator,
         columns=list(f.columns),
         columns_in_schema_order=f.columns_in_schema_order,
+        identifier_columns=f.identifier_columns,
+        patient_column=patient,
+        unlinked_rule=cfg.unlinked_patient_rules.get(patient.name) if patient else None,
+        placeholders=list(cfg.placeholder_ids),
     )
+
+
+def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: IngestConfig,
+                         pseudo: Pseudonymisation) -> tuple[dict, dict[str, str]]:
+    """Registers `id_map(raw_id, pseudonym)` for every identifier of the release and returns the
+    pseudonymisation report section and the new mappings (raw -> pseudonym, for the vault only).
+
+    Pass 1 collects the distinct raw identifiers of every file (identifier fields only); the ones the
+    vault does not know are hashed once, in parallel, by the engine's snds_pseudonym UDF."""
+    started = time.monotonic()
+    vault = pseudo.vault
+    known, vault_params = vault.load(include_pending=True)
+    if vault_params is not None and vault_params != pseudo.params:
+        raise VaultError(
+            f"vault {vault.root}: built with argon2 {asdict(vault_params)}, but the region is configured "
+            f"with {asdict(pseudo.params)}: every pseudonym would change; fix the configuration")
+    engine.register_pseudonymiser(vault.keys.pepper(), pseudo.params, pseudo.workers)
+    engine.register_rows("vault_ids", ["raw_id", "pseudonym"], sorted(known.items()))
+    sources = []
+    for i, f in enumerate(files):
+        if f.identifier_columns:
+            engine.read_lines(f"raw_lines_{i}", f.path, cfg.encoding)
+            sources.append({"view": f"raw_lines_{i}", "positions": [c.position for c in f.identifier_columns]})
+    if sources:
+        engine.create_view(
+            "release_ids",
+            sqlrender.render("pseudonymise/release_identifiers.sql", sources=sources, separator=cfg.separator,
+                             placeholders=list(cfg.placeholder_ids)),
+            materialize=True,
+        )
+        for source in sources:
+            engine.drop_view(source["view"])
+    else:
+        engine.register_rows("release_ids", ["raw_id"], [])
+    collected = time.monotonic()
+    engine.create_view("new_pseudonyms", sqlrender.render("pseudonymise/hash_new_identifiers.sql"), materialize=True)
+    engine.create_view("id_map", sqlrender.render("pseudonymise/release_id_map.sql"), materialize=True)
+    new = dict(engine.rows("SELECT raw_id, pseudonym FROM new_pseudonyms"))
+    (identifiers,), = engine.rows("SELECT count(*) FROM release_ids")
+    hash_seconds = time.monotonic() - collected
+    section = {
+        "vault": str(vault.root),
+        "vault_version": vault.current_version(),
+        "vault_entries": len(known),
+        "key_id": vault.keys.key_id(),
+        "argon2": asdict(pseudo.params),
+        "identifiers": int(identifiers),
+        "known": int(identifiers) - len(new),
+        "hashed": len(new),
+        "hash_workers": pseudo.workers,
+        "collect_seconds": round(collected - started, 3),
+        "hash_seconds": round(hash_seconds, 3),
+    }
+    log.info(
+        "pseudonymise: %d distinct identifiers in %d files, %d known to vault %s, %d hashed (%.1f s, %d workers)",
+        identifiers, len(sources), section["known"], section["vault_version"] or "(empty)", len(new),
+        hash_seconds, pseudo.workers,
+    )
+    return section, new
 
 
 def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir: Path, quarantine_dir: Path) -> dict:
@@ -55,21 +146,27 @@ def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir: Pa
     engine.read_lines("raw_lines", f.path, cfg.encoding)
     engine.create_view("parsed", parse_sql(f, cfg), materialize=True)
     by_reason: dict[str, int] = {}
+    by_rule: dict[str, int] = {}
     rows = 0
-    for reason, n in engine.rows("SELECT _reason, count(*) FROM parsed GROUP BY _reason"):
-        if reason is None:
-            rows = int(n)
+    for reason, rule, n in engine.rows("SELECT _reason, _dropped_by, count(*) FROM parsed GROUP BY _reason, _dropped_by"):
+        if reason is not None:
+            by_reason[reason] = by_reason.get(reason, 0) + int(n)
+        elif rule is not None:
+            by_rule[rule] = int(n)
         else:
-            by_reason[reason] = int(n)
-    quarantined = sum(by_reason.values())
-    total = rows + quarantined  # every parsed line is in exactly one group
+            rows = int(n)
+    quarantined, dropped = sum(by_reason.values()), sum(by_rule.values())
+    total = rows + quarantined + dropped  # every parsed line is in exactly one group
     columns = ", ".join(sqlrender.ident(c.name) for c in f.columns_in_schema_order)
-    engine.write_parquet(f"SELECT {columns} FROM parsed WHERE _reason IS NULL", out_dir / f.partition)
+    # In line order, whatever the identifier joins did to it: byte-identical reruns.
+    engine.write_parquet(
+        f"SELECT {columns}, _lineno FROM parsed WHERE _reason IS NULL AND _dropped_by IS NULL",
+        out_dir / f.partition, order_by="_lineno",
+    )
     if quarantined:
         engine.write_parquet(
-            f"SELECT {sqlrender.sql_string(f.path.name)} AS source_file, _reason AS reason, _line AS raw_line "
-            "FROM parsed WHERE _reason IS NOT NULL",
-            quarantine_dir / f.partition,
+            sqlrender.render("pseudonymise/quarantine_lines.sql", separator=cfg.separator, source_file=f.path.name),
+            quarantine_dir / f.partition, order_by="_lineno",
         )
     engine.drop_view("parsed")
     engine.drop_view("raw_lines")
@@ -78,13 +175,13 @@ def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir: Pa
     written_q = parquet_rows(quarantine_dir / f.partition) if quarantined else 0
     if written != rows or written_q != quarantined:
         raise AccountingError(
-            f"{f.path}: {total} lines read, {rows} valid and {quarantined} quarantined, "
-            f"but {written} and {written_q} rows were written"
+            f"{f.path}: {total} lines read, {rows} valid, {quarantined} quarantined and {dropped} dropped "
+            f"by rule, but {written} and {written_q} rows were written"
         )
     seconds = round(time.monotonic() - started, 3)
     log.info(
-        "ingest %s -> %s: %d rows read, %d written, %d quarantined (%.1f s)",
-        f.path.name, f.partition, total, rows, quarantined, seconds,
+        "ingest %s -> %s: %d rows read, %d written, %d quarantined, %d dropped by rule (%.1f s)",
+        f.path.name, f.partition, total, rows, quarantined, dropped, seconds,
     )
     return {
         "file": f.path.name,
@@ -93,16 +190,21 @@ def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir: Pa
         "rows": rows,
         "quarantined": quarantined,
         "quarantine_reasons": dict(sorted(by_reason.items())),
+        "dropped": dropped,
+        "dropped_by_rule": dict(sorted(by_rule.items())),
         "seconds": seconds,
     }
 
 
 def run_ingest(engine: Engine, input_dir: Path, output: Path, quarantine: Path, cfg: IngestConfig,
-               run_id: str) -> dict:
-    """Ingest a whole delivery. Returns the step's `tables`, `quarantine` and `totals` sections."""
+               run_id: str, pseudo: Pseudonymisation) -> dict:
+    """Ingest a whole delivery. Returns the step's `tables`, `quarantine`, `dropped_by_rule`,
+    `pseudonymisation` and `totals` sections."""
+    for zone in (output, quarantine):
+        check_separate(pseudo.vault.root, zone)
     files = cfg.scan(input_dir)
     log.info("ingest: %d files in %s (%s)", len(files), input_dir, ", ".join(f.path.name for f in files))
-    tag = "".join(ch if ch.isalnum() else "_" for ch in run_id)
+    tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
     out_stage = output.with_name(f"{output.name}.__staging-{tag}")
     q_stage = quarantine.with_name(f"{quarantine.name}.__staging-{tag}")
     for d in (out_stage, q_stage):
@@ -112,20 +214,32 @@ def run_ingest(engine: Engine, input_dir: Path, output: Path, quarantine: Path, 
     tables: dict[str, dict] = {}
     by_reason: dict[str, int] = {}
     by_table: dict[str, int] = {}
+    by_rule: dict[str, dict[str, int]] = {}
     try:
+        pseudonymisation, new_mappings = build_release_id_map(engine, files, cfg, pseudo)
         for f in files:
             counts = ingest_file(engine, f, cfg, out_stage, q_stage)
             t = tables.setdefault(
                 f.table,
-                {"path": str(output / f.table), "rows_read": 0, "rows": 0, "quarantined": 0, "files": []},
+                {"path": str(output / f.table), "rows_read": 0, "rows": 0, "quarantined": 0, "dropped": 0,
+                 "files": []},
             )
-            for key in ("rows_read", "rows", "quarantined"):
+            for key in ("rows_read", "rows", "quarantined", "dropped"):
                 t[key] += counts[key]
             t["files"].append(counts)
             for reason, n in counts["quarantine_reasons"].items():
                 by_reason[reason] = by_reason.get(reason, 0) + n
             if counts["quarantined"]:
                 by_table[f.table] = by_table.get(f.table, 0) + counts["quarantined"]
+            for rule, n in counts["dropped_by_rule"].items():
+                by_rule.setdefault(rule, {})[f.table] = by_rule.get(rule, {}).get(f.table, 0) + n
+        for view in ("id_map", "new_pseudonyms", "release_ids", "vault_ids"):
+            engine.drop_view(view)
+        pseudonymisation["hash_calls"] = engine.pseudonym_calls()
+        # The new mappings are sealed into the vault before the outputs that use them become visible.
+        delta = pseudo.vault.add_pending(tag, new_mappings, pseudo.params)
+        pseudonymisation["pending_delta"] = str(delta) if delta else None
+        new_mappings.clear()
     except BaseException:
         shutil.rmtree(out_stage, ignore_errors=True)
         shutil.rmtree(q_stage, ignore_errors=True)
@@ -136,6 +250,7 @@ def run_ingest(engine: Engine, input_dir: Path, output: Path, quarantine: Path, 
         "rows_read": sum(t["rows_read"] for t in tables.values()),
         "rows_written": sum(t["rows"] for t in tables.values()),
         "quarantined": sum(t["quarantined"] for t in tables.values()),
+        "dropped_by_rule": sum(t["dropped"] for t in tables.values()),
     }
     return {
         "tables": tables,
@@ -145,12 +260,15 @@ def run_ingest(engine: Engine, input_dir: Path, output: Path, quarantine: Path, 
             "by_reason": dict(sorted(by_reason.items())),
             "by_table": dict(sorted(by_table.items())),
         },
+        "dropped_by_rule": {rule: dict(sorted(t.items())) for rule, t in sorted(by_rule.items())},
+        "rules_applied": sorted(set(cfg.unlinked_patient_rules.values())),
+        "pseudonymisation": pseudonymisation,
         "totals": totals,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = step_parser(STEP, "CSV delivery -> typed Parquet per table, with quarantine")
+    p = step_parser(STEP, "CSV delivery -> typed, pseudonymised Parquet per table, with quarantine")
     p.add_argument("--input", required=True, help="delivery directory (path or file:// URI)")
     p.add_argument("--output", required=True, help="ingest zone of this release (typed Parquet)")
     p.add_argument("--quarantine", required=True, help="quarantine zone of this release")
@@ -158,9 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoding", default=None, help="override the delivery encoding (utf-8, latin-1)")
     p.add_argument("--patient-id-column", default=None, choices=["BEN_NIR_PSA", "NUM_ENQ"],
                    help="override the delivery's patient column naming")
+    p.add_argument("--hash-workers", type=int, default=None,
+                   help="threads hashing identifiers on DuckDB (default: --duckdb-threads or all cores)")
+    add_pseudonymisation_args(p)
     args = p.parse_args(argv)
     setup_logging()
-    cfg = IngestConfig.load(args.config, encoding=args.encoding, patient_id_column=args.patient_id_column)
     started, t0 = now_utc(), time.monotonic()
     report = {
         "step": STEP,
@@ -173,14 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     report_path = local_path(args.report)
     try:
+        cfg = IngestConfig.load(args.config, encoding=args.encoding, patient_id_column=args.patient_id_column)
+        keys, vault_root, params = key_provider_from_args(args)
+        workers = args.hash_workers or args.duckdb_threads or os.cpu_count() or 1
+        pseudo = Pseudonymisation(Vault(vault_root, keys), params, workers)
         with open_engine(args.engine, **engine_settings(args)) as engine:
             report.update(
                 run_ingest(engine, local_path(args.input), local_path(args.output), local_path(args.quarantine),
-                           cfg, args.run_id)
+                           cfg, args.run_id, pseudo)
             )
         report["status"] = "success"
-    except (DeliveryError, AccountingError) as exc:
-        # Expected failures: a clear one-line message, no traceback.
+    except (DeliveryError, AccountingError, VaultError, KeyProviderError) as exc:
+        # Expected failures: a clear one-line message, no traceback (messages name files, never values).
         report["status"] = "failed"
         report["error"] = f"{type(exc).__name__}: {exc}"
         log.error("ingest failed: %s", exc)
@@ -192,10 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         report["seconds"] = round(time.monotonic() - t0, 3)
         write_json_atomic(report_path, report)
-    t = report["totals"]
+    t, ps = report["totals"], report["pseudonymisation"]
     log.info(
-        "ingest done: %d rows read, %d written, %d quarantined in %.1f s",
-        t["rows_read"], t["rows_written"], t["quarantined"], report["seconds"],
+        "ingest done: %d rows read, %d written, %d quarantined, %d dropped by rule; %d identifiers, "
+        "%d hashed; in %.1f s",
+        t["rows_read"], t["rows_written"], t["quarantined"], t["dropped_by_rule"], ps["identifiers"], ps["hashed"],
+        report["seconds"],
     )
     return 0
 

@@ -1,11 +1,19 @@
-"""Region key providers for pseudonymisation (issue #3).
+"""Region key providers for pseudonymisation.
 
-A key provider holds a region's two secrets:
-- the master key (AES-256) that wraps the vault's data keys (envelope encryption),
+A key provider holds a region's two secrets and never lets the master key leave it:
+- a master key that wraps (encrypts) the vault's data keys: envelope encryption, `wrap`/`unwrap`;
 - the pepper, the secret argon2 salt that makes pseudonyms unguessable without it.
 
-`LocalKeyFile` is the embedded default: one JSON file, created on first use with mode 0600, kept
-outside the lake. (AWS KMS for production regions comes with the pipeline wiring of #3.)
+Providers:
+- `LocalKeyFile` (embedded default): one JSON file with mode 0600, kept outside the lake, created on
+  first use. It is a small key ring: rotation adds a new active master key and keeps the previous
+  ones (marked retired) so that older vault versions stay readable; only the active key wraps.
+- `KmsKeyProvider` (AWS regions): the master key is a KMS key; wrapping is KMS Encrypt/Decrypt with
+  an encryption context, and the pepper is stored KMS-encrypted next to the vault (`pepper.kms`).
+  The boto3 KMS client comes from the amazon provider's hook in Airflow tasks
+  (`AwsBaseHook(client_type="kms")`) and from the job's own role on EMR.
+
+`open_key_provider(spec)` builds either from a region's `pseudonymisation.key_provider` settings.
 """
 
 from __future__ import annotations
@@ -18,37 +26,79 @@ import os
 import stat
 from pathlib import Path
 
-KEY_FILE_VERSION = 1
+KEY_FILE_VERSION = 2
+WRAP_CONTEXT = {"purpose": "snds-vault-data-key"}
+PEPPER_CONTEXT = {"purpose": "snds-pseudonym-pepper"}
 
 
 class KeyProviderError(RuntimeError):
-    """A key that cannot be used; the message names the key file and the problem."""
+    """A key that cannot be used; the message names the key and the problem."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_private(path: Path, payload: dict, exclusive: bool) -> None:
+    """Write a JSON secret file with mode 0600; `exclusive` refuses to overwrite, otherwise the file
+    is replaced atomically (write aside, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = path if exclusive else path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(target, flags, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if not exclusive:
+        os.replace(target, path)
 
 
 class LocalKeyFile:
+    """The embedded default: a private key-ring file on this machine."""
+
+    kind = "local_file"
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._data: dict | None = None
 
+    def describe(self) -> str:
+        return f"key file {self.path}"
+
+    @staticmethod
+    def _new_key() -> dict:
+        key = os.urandom(32)
+        return {"key_id": "local:" + hashlib.sha256(b"snds-key-id" + key).hexdigest()[:16],
+                "master_key": _b64(key), "created_at": _now(), "status": "active"}
+
     @classmethod
     def create(cls, path: str | Path, pepper: bytes | None = None) -> "LocalKeyFile":
         """Create a new key file (refuses to overwrite one): a random 32-byte master key, and a random
-        32-byte pepper unless one is given (key rotation keeps the pepper, or pseudonyms change)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "version": KEY_FILE_VERSION,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "master_key": base64.b64encode(os.urandom(32)).decode(),
-            "pepper": base64.b64encode(pepper if pepper is not None else os.urandom(32)).decode(),
-        }
+        32-byte pepper unless one is given."""
+        payload = {"version": KEY_FILE_VERSION, "created_at": _now(),
+                   "pepper": _b64(pepper if pepper is not None else os.urandom(32)), "keys": [cls._new_key()]}
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _write_private(Path(path), payload, exclusive=True)
         except FileExistsError:
             raise KeyProviderError(f"key file {path}: already exists, not overwritten") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh)
         return cls(path)
+
+    def provision(self, create_if_missing: bool) -> bool:
+        """Make sure the key file exists and is usable; returns True when it was created now."""
+        if not self.path.exists():
+            if not create_if_missing:
+                raise KeyProviderError(f"key file {self.path}: missing (and this region does not create keys)")
+            LocalKeyFile.create(self.path)
+            self._data = None
+            self._load()
+            return True
+        self._load()
+        return False
 
     def _load(self) -> dict:
         if self._data is None:
@@ -59,20 +109,147 @@ class LocalKeyFile:
                 raise KeyProviderError(f"key file {self.path}: readable by others (mode {mode:o}); chmod 600 it")
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
-                key, pepper = base64.b64decode(data["master_key"]), base64.b64decode(data["pepper"])
+                if data.get("version") != KEY_FILE_VERSION:
+                    raise ValueError("version")
+                pepper = base64.b64decode(data["pepper"])
+                keys = {k["key_id"]: (base64.b64decode(k["master_key"]), k["status"]) for k in data["keys"]}
             except (ValueError, KeyError, TypeError) as exc:
                 raise KeyProviderError(f"key file {self.path}: unreadable ({type(exc).__name__})") from None
-            if len(key) != 32 or len(pepper) < 16:
-                raise KeyProviderError(f"key file {self.path}: master key must be 32 bytes and pepper at least 16")
-            self._data = {"master_key": key, "pepper": pepper}
+            active = [kid for kid, (_, status) in keys.items() if status == "active"]
+            if len(pepper) < 16 or len(active) != 1 or any(len(k) != 32 for k, _ in keys.values()):
+                raise KeyProviderError(
+                    f"key file {self.path}: needs one active 32-byte master key and a pepper of 16+ bytes")
+            self._data = {"raw": data, "pepper": pepper, "keys": keys, "active": active[0]}
         return self._data
-
-    def master_key(self) -> bytes:
-        return self._load()["master_key"]
 
     def pepper(self) -> bytes:
         return self._load()["pepper"]
 
     def key_id(self) -> str:
-        """A fingerprint naming the master key in vault headers (never the key itself)."""
-        return "local:" + hashlib.sha256(b"snds-key-id" + self.master_key()).hexdigest()[:16]
+        """The active master key's fingerprint (named in vault headers; never the key itself)."""
+        return self._load()["active"]
+
+    def wrap(self, data_key: bytes) -> dict:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        d = self._load()
+        nonce = os.urandom(12)  # fresh for every wrap
+        ciphertext = AESGCM(d["keys"][d["active"]][0]).encrypt(nonce, data_key, b"snds-vault-1")
+        return {"provider": self.kind, "key_id": d["active"], "nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
+
+    def unwrap(self, wrapped: dict) -> bytes:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        d = self._load()
+        entry = d["keys"].get(wrapped.get("key_id"))
+        if entry is None:
+            raise KeyProviderError(
+                f"key file {self.path}: does not hold master key {wrapped.get('key_id')} (holds "
+                f"{', '.join(d['keys'])}): wrong key")
+        try:
+            return AESGCM(entry[0]).decrypt(base64.b64decode(wrapped["nonce"]),
+                                            base64.b64decode(wrapped["ciphertext"]), b"snds-vault-1")
+        except InvalidTag:
+            raise KeyProviderError(f"key file {self.path}: master key {wrapped['key_id']} fails to unwrap: wrong key") from None
+
+    def rotate(self) -> str:
+        """Add a new active master key; the previous one is kept as retired (it can still unwrap older
+        vault versions, never wraps again). Returns the new key id. The file is replaced atomically."""
+        d = self._load()
+        raw = dict(d["raw"])
+        new = self._new_key()
+        raw["keys"] = [dict(k, status="retired") for k in raw["keys"]] + [new]
+        _write_private(self.path, raw, exclusive=False)
+        self._data = None
+        return new["key_id"]
+
+
+class KmsKeyProvider:
+    """AWS KMS master key (a symmetric KMS key ARN of the region's own account and region)."""
+
+    kind = "aws_kms"
+
+    def __init__(self, key_arn: str, pepper_path: str | Path, client):
+        self.key_arn = key_arn
+        self.pepper_path = Path(pepper_path)
+        self.client = client
+        self._pepper: bytes | None = None
+
+    def describe(self) -> str:
+        return f"KMS key {self.key_arn}"
+
+    def _call(self, what: str, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise KeyProviderError(f"KMS key {self.key_arn}: {what} refused ({code})") from None
+        except BotoCoreError as exc:
+            raise KeyProviderError(f"KMS key {self.key_arn}: {what} failed ({type(exc).__name__})") from None
+
+    def provision(self, create_if_missing: bool) -> bool:
+        """Check the KMS key is usable and the KMS-encrypted pepper exists (created when allowed)."""
+        meta = self._call("DescribeKey", self.client.describe_key, KeyId=self.key_arn)["KeyMetadata"]
+        if meta.get("KeyState") != "Enabled":
+            raise KeyProviderError(f"KMS key {self.key_arn}: state {meta.get('KeyState')}, not Enabled")
+        if self.pepper_path.exists():
+            self.pepper()
+            return False
+        if not create_if_missing:
+            raise KeyProviderError(f"KMS pepper {self.pepper_path}: missing (and this region does not create keys)")
+        pepper = self._call("GenerateRandom", self.client.generate_random, NumberOfBytes=32)["Plaintext"]
+        blob = self._call("Encrypt", self.client.encrypt, KeyId=self.key_arn, Plaintext=pepper,
+                          EncryptionContext=PEPPER_CONTEXT)["CiphertextBlob"]
+        _write_private(self.pepper_path, {"version": 1, "key_id": self.key_arn, "ciphertext": _b64(blob)}, exclusive=True)
+        return True
+
+    def pepper(self) -> bytes:
+        if self._pepper is None:
+            if not self.pepper_path.exists():
+                raise KeyProviderError(f"KMS pepper {self.pepper_path}: missing")
+            data = json.loads(self.pepper_path.read_text(encoding="utf-8"))
+            self._pepper = self._call("Decrypt (pepper)", self.client.decrypt,
+                                      CiphertextBlob=base64.b64decode(data["ciphertext"]),
+                                      EncryptionContext=PEPPER_CONTEXT)["Plaintext"]
+        return self._pepper
+
+    def key_id(self) -> str:
+        return self.key_arn
+
+    def wrap(self, data_key: bytes) -> dict:
+        blob = self._call("Encrypt", self.client.encrypt, KeyId=self.key_arn, Plaintext=data_key,
+                          EncryptionContext=WRAP_CONTEXT)["CiphertextBlob"]
+        return {"provider": self.kind, "key_id": self.key_arn, "ciphertext": _b64(blob)}
+
+    def unwrap(self, wrapped: dict) -> bytes:
+        if wrapped.get("provider") != self.kind:
+            raise KeyProviderError(f"KMS key {self.key_arn}: the data key was wrapped by {wrapped.get('key_id')}: wrong key")
+        return self._call("Decrypt", self.client.decrypt, KeyId=wrapped["key_id"],
+                          CiphertextBlob=base64.b64decode(wrapped["ciphertext"]),
+                          EncryptionContext=WRAP_CONTEXT)["Plaintext"]
+
+
+def kms_client(region_name: str, aws_conn_id: str | None = None):
+    """A KMS client: through the amazon provider's hook when an Airflow connection is named (Airflow
+    tasks), else from the environment's credentials (EMR jobs run with their execution role)."""
+    if aws_conn_id:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="kms", region_name=region_name).get_conn()
+    import boto3
+
+    return boto3.client("kms", region_name=region_name)
+
+
+def open_key_provider(spec: dict, vault_root: str | Path, *, in_airflow: bool = False):
+    """The key provider a region's `pseudonymisation.key_provider` settings describe."""
+    kind = spec.get("type")
+    if kind == "local_file":
+        return LocalKeyFile(spec["path"])
+    if kind == "aws_kms":
+        client = kms_client(spec["region_name"], spec.get("aws_conn_id") if in_airflow else None)
+        return KmsKeyProvider(spec["key_arn"], Path(vault_root) / "pepper.kms", client)
+    raise KeyProviderError(f"unknown key provider type {kind!r} (local_file or aws_kms)")

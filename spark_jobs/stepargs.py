@@ -24,6 +24,43 @@ def step_parser(step: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_pseudonymisation_args(p: argparse.ArgumentParser, argon2: bool = True) -> None:
+    """The region's vault and key provider (and argon2 parameters), as the region config gives them."""
+    g = p.add_argument_group("pseudonymisation")
+    g.add_argument("--vault", required=True, help="the region's vault directory (apart from the lake)")
+    keys = g.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--key-file", help="local key file (embedded default)")
+    keys.add_argument("--kms-key-arn", help="AWS KMS key of the region")
+    g.add_argument("--kms-region", default=None, help="AWS region of the KMS key")
+    if argon2:
+        from spark_jobs.vault import Argon2Params
+
+        d = Argon2Params()
+        g.add_argument("--argon2-time-cost", type=int, default=d.time_cost)
+        g.add_argument("--argon2-memory-kib", type=int, default=d.memory_cost_kib)
+        g.add_argument("--argon2-parallelism", type=int, default=d.parallelism)
+
+
+def key_provider_from_args(args: argparse.Namespace):
+    """(key provider, vault root, argon2 parameters) from the arguments of add_pseudonymisation_args."""
+    from pathlib import Path
+
+    from spark_jobs.engines import local_path
+    from spark_jobs.keys import open_key_provider
+    from spark_jobs.vault import Argon2Params
+
+    vault_root = local_path(args.vault)
+    if args.key_file:
+        spec = {"type": "local_file", "path": str(local_path(args.key_file))}
+    else:
+        spec = {"type": "aws_kms", "key_arn": args.kms_key_arn, "region_name": args.kms_region}
+    params = None
+    if hasattr(args, "argon2_time_cost"):
+        params = Argon2Params(time_cost=args.argon2_time_cost, memory_cost_kib=args.argon2_memory_kib,
+                              parallelism=args.argon2_parallelism)
+    return open_key_provider(spec, Path(vault_root)), vault_root, params
+
+
 def engine_settings(args: argparse.Namespace) -> dict:
     if args.engine == "duckdb":
         return {"memory_limit": args.duckdb_memory_limit, "threads": args.duckdb_threads}

@@ -61,6 +61,17 @@ def pseudonym(raw: str, pepper: bytes, params: Argon2Params = Argon2Params()) ->
     ).hex()
 
 
+def pseudonym_batch(values, pepper: bytes, params: Argon2Params, workers: int = 1) -> list[str]:
+    """Pseudonyms of a batch of identifiers, hashed on `workers` threads (argon2 releases the GIL)."""
+    values = list(values)
+    if workers <= 1 or len(values) < 2:
+        return [pseudonym(v, pepper, params) for v in values]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda v: pseudonym(v, pepper, params), values, chunksize=64))
+
+
 def check_separate(vault_root: Path, lake_root: Path) -> None:
     """The vault must live apart from the lake: neither inside the other."""
     v, lake = Path(vault_root).resolve(), Path(lake_root).resolve()
@@ -72,99 +83,146 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _wrap_data_key(keys, data_key: bytes) -> dict:
-    """The data key encrypted under the region's master key (a fresh nonce each time)."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    nonce = os.urandom(12)
-    return {"nonce": _b64(nonce), "ciphertext": _b64(AESGCM(keys.master_key()).encrypt(nonce, data_key, VAULT_FORMAT.encode()))}
+def _write_file(path: Path, blob: bytes) -> None:
+    """A complete private file or none: write aside, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 class Vault:
+    """The region's raw-ID -> pseudonym mapping, encrypted, in versions.
+
+    Layout under the vault root (apart from the lake):
+        versions/v000001.vault ...   complete mappings, one per version
+        CURRENT                      the version in use
+        pending/<run>.delta          new mappings hashed by an ingest run, merged into a new version
+                                     by the vault-update task (`commit_pending`)
+    Version and delta files share one sealed format (header line + AES-256-GCM payload).
+    """
+
     def __init__(self, root: str | Path, keys):
         self.root = Path(root)
         self.keys = keys
+
+    # --- sealed files ----------------------------------------------------------------------------
+    def _seal(self, mapping: dict[str, str], params: Argon2Params, data_key: bytes | None = None,
+              base_header: dict | None = None) -> bytes:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        from spark_jobs.keys import KeyProviderError
+
+        data_key = data_key or AESGCM.generate_key(bit_length=256)
+        payload_nonce = os.urandom(12)  # fresh for every encryption under a data key (GCM)
+        try:
+            wrapped = self.keys.wrap(data_key)
+        except KeyProviderError as exc:
+            raise VaultError(f"vault {self.root}: {exc}") from None
+        header = dict(
+            base_header or {},
+            format=VAULT_FORMAT,
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            argon2=asdict(params),
+            entries=len(mapping),
+            key_id=wrapped["key_id"],
+            wrapped_data_key=wrapped,
+            payload_nonce=_b64(payload_nonce),
+        )
+        head = json.dumps(header, sort_keys=True).encode()
+        plain = zlib.compress("".join(f"{r}\t{p}\n" for r, p in sorted(mapping.items())).encode("utf-8"))
+        return head + b"\n" + AESGCM(data_key).encrypt(payload_nonce, plain, head)
+
+    def _unseal(self, path: Path) -> tuple[dict[str, str], Argon2Params, bytes]:
+        """Mapping, argon2 parameters and data key of a sealed file; VaultError naming it otherwise."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        from spark_jobs.keys import KeyProviderError
+
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise VaultError(f"vault {path}: unreadable ({exc.strerror})") from None
+        head, sep, body = blob.partition(b"\n")
+        try:
+            header = json.loads(head)
+            if not isinstance(header, dict) or header.get("format") != VAULT_FORMAT or not sep:
+                raise ValueError("format")
+            wrapped, nonce = header["wrapped_data_key"], base64.b64decode(header["payload_nonce"])
+        except (ValueError, KeyError, TypeError):
+            raise VaultError(f"vault {path}: not a vault file, or its header is damaged") from None
+        try:
+            data_key = self.keys.unwrap(wrapped)
+        except KeyProviderError as exc:
+            raise VaultError(f"vault {path}: its data key does not open: {exc}") from None
+        try:
+            plain = zlib.decompress(AESGCM(data_key).decrypt(nonce, body, head)).decode("utf-8")
+        except InvalidTag:
+            raise VaultError(f"vault {path}: the mapping fails authentication: the file is tampered or truncated") from None
+        mapping = {}
+        for line in plain.splitlines():
+            raw, _, pseudo = line.partition("\t")
+            mapping[raw] = pseudo
+        if len(mapping) != header["entries"]:
+            raise VaultError(f"vault {path}: {len(mapping)} entries, header says {header['entries']}")
+        return mapping, Argon2Params(**header["argon2"]), data_key
 
     # --- reading -------------------------------------------------------------------------------
     def current_version(self) -> str | None:
         pointer = self.root / "CURRENT"
         if not pointer.exists():
+            if (self.root / "versions").is_dir() and any((self.root / "versions").glob("v*.vault")):
+                raise VaultError(f"vault {self.root}: versions exist but CURRENT is missing")
             return None
         version = pointer.read_text(encoding="utf-8").strip()
         if not _VERSION_RE.match(version) or not (self.root / "versions" / f"{version}.vault").exists():
             raise VaultError(f"vault {self.root}: CURRENT names {version!r}, which is not a stored version")
         return version
 
-    def _read(self, version: str) -> tuple[dict, bytes, bytes]:
-        path = self.root / "versions" / f"{version}.vault"
-        blob = path.read_bytes()
-        head, sep, body = blob.partition(b"\n")
-        try:
-            header = json.loads(head)
-            if header.get("format") != VAULT_FORMAT or not sep:
-                raise ValueError("format")
-        except ValueError:
-            raise VaultError(f"vault {path}: not a vault file, or its header is damaged") from None
-        return header, head, body
+    def _version_path(self, version: str) -> Path:
+        return self.root / "versions" / f"{version}.vault"
 
-    def _data_key(self, header: dict, path: Path, keys=None) -> bytes:
-        from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    def pending_files(self) -> list[Path]:
+        return sorted((self.root / "pending").glob("*.delta")) if (self.root / "pending").is_dir() else []
 
-        keys = keys or self.keys
-        wrapped = header["wrapped_data_key"]
-        try:
-            return AESGCM(keys.master_key()).decrypt(
-                base64.b64decode(wrapped["nonce"]), base64.b64decode(wrapped["ciphertext"]), VAULT_FORMAT.encode()
-            )
-        except InvalidTag:
-            raise VaultError(
-                f"vault {path}: the master key {keys.key_id()} does not open this vault "
-                f"(it was wrapped by {header.get('key_id')}): wrong key"
-            ) from None
-
-    def load(self) -> tuple[dict[str, str], Argon2Params | None]:
-        """The current mapping raw -> pseudonym and its argon2 parameters ({} and None when empty)."""
-        from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+    def load(self, include_pending: bool = False) -> tuple[dict[str, str], Argon2Params | None]:
+        """The current mapping raw -> pseudonym and its argon2 parameters ({} and None when empty).
+        With `include_pending`, the deltas not yet merged are added (each checked like a version)."""
         version = self.current_version()
-        if version is None:
-            return {}, None
-        path = self.root / "versions" / f"{version}.vault"
-        header, head, body = self._read(version)
-        data_key = self._data_key(header, path)
-        try:
-            plain = AESGCM(data_key).decrypt(base64.b64decode(header["payload_nonce"]), body, head)
-        except InvalidTag:
-            raise VaultError(f"vault {path}: the mapping fails authentication: the file is tampered or truncated") from None
-        mapping = {}
-        for line in zlib.decompress(plain).decode("utf-8").splitlines():
-            raw, _, pseudo = line.partition("\t")
-            mapping[raw] = pseudo
-        if len(mapping) != header["entries"]:
-            raise VaultError(f"vault {path}: {len(mapping)} entries, header says {header['entries']}")
-        return mapping, Argon2Params(**header["argon2"])
+        mapping: dict[str, str] = {}
+        params = None
+        if version is not None:
+            mapping, params, _ = self._unseal(self._version_path(version))
+        if include_pending:
+            for path in self.pending_files():
+                delta, delta_params, _ = self._unseal(path)
+                params = self._merge(mapping, params, delta, delta_params, path)
+        return mapping, params
+
+    def _merge(self, mapping: dict, params, delta: dict, delta_params, source: Path):
+        if params is not None and delta_params != params:
+            raise VaultError(f"vault {source}: argon2 parameters {delta_params} differ from the vault's {params}")
+        for raw, pseudo in delta.items():
+            if mapping.setdefault(raw, pseudo) != pseudo:
+                raise VaultError(f"vault {source}: gives another pseudonym for an identifier already mapped "
+                                 "(was it made with another pepper?)")
+        return delta_params
 
     # --- writing -------------------------------------------------------------------------------
     def _next_version(self) -> str:
         versions = sorted(p.stem for p in (self.root / "versions").glob("v*.vault"))
         return f"v{(int(versions[-1][1:]) + 1 if versions else 1):06d}"
 
-    def _write_version(self, header: dict, body_fn) -> str:
-        """Write a complete new version file, then switch CURRENT to it (atomic rename)."""
-        (self.root / "versions").mkdir(parents=True, exist_ok=True)
+    def _write_version(self, blob: bytes) -> str:
+        """Write a complete new version file, then switch CURRENT to it (atomic rename): a crash at any
+        point leaves the previous version current and intact."""
         version = self._next_version()
-        head = json.dumps(header, sort_keys=True).encode()
-        body = body_fn(head)
-        final = self.root / "versions" / f"{version}.vault"
-        tmp = final.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(head + b"\n" + body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        _write_file(self._version_path(version), blob)
         self._switch(version)
         return version
 
@@ -175,44 +233,55 @@ class Vault:
 
     def save(self, mapping: dict[str, str], params: Argon2Params) -> str:
         """Store `mapping` as a new version under a fresh data key; returns the version name."""
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        return self._write_version(self._seal(mapping, params))
 
-        data_key, payload_nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
-        header = {
-            "format": VAULT_FORMAT,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "argon2": asdict(params),
-            "entries": len(mapping),
-            "key_id": self.keys.key_id(),
-            "wrapped_data_key": _wrap_data_key(self.keys, data_key),
-            "payload_nonce": _b64(payload_nonce),
-        }
-        plain = zlib.compress("".join(f"{r}\t{p}\n" for r, p in sorted(mapping.items())).encode("utf-8"))
-        return self._write_version(header, lambda head: AESGCM(data_key).encrypt(payload_nonce, plain, head))
+    def add_pending(self, name: str, delta: dict[str, str], params: Argon2Params) -> Path | None:
+        """Seal the new mappings of one run as `pending/<name>.delta` (nothing when there are none)."""
+        if not delta:
+            return None
+        if not re.match(r"^[A-Za-z0-9._-]+$", name):
+            raise ValueError(f"pending delta name {name!r}")
+        path = self.root / "pending" / f"{name}.delta"
+        _write_file(path, self._seal(delta, params))
+        return path
 
-    def rotate(self, new_keys) -> str:
-        """Re-wrap the current data key under `new_keys`' master key, without re-hashing: the mapping is
-        re-bound to the new header under the same data key. Returns the new version."""
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    def commit_pending(self) -> dict:
+        """Merge every pending delta into a new version, then delete the deltas. Returns counts."""
+        pending = self.pending_files()
+        if not pending:
+            return {"version": self.current_version(), "merged_deltas": 0, "new_entries": 0}
+        mapping, params = self.load()
+        before = len(mapping)
+        for path in pending:
+            delta, delta_params, _ = self._unseal(path)
+            params = self._merge(mapping, params, delta, delta_params, path)
+        version = self.save(mapping, params) if len(mapping) > before else self.current_version()
+        for path in pending:  # only once the new version is current
+            path.unlink()
+        return {"version": version, "merged_deltas": len(pending), "new_entries": len(mapping) - before,
+                "entries": len(mapping)}
 
+    def rotate(self, new_keys=None) -> str:
+        """Re-wrap the current version's data key under the active master key of `new_keys` (or of the
+        vault's own provider, after its rotation), without re-hashing: same data key, same mapping,
+        a fresh payload nonce. Pending deltas are merged first. Returns the new version."""
         version = self.current_version()
         if version is None:
             raise VaultError(f"vault {self.root}: nothing to rotate")
+        new_keys = new_keys or self.keys
         if new_keys.pepper() != self.keys.pepper():
             raise VaultError(f"vault {self.root}: the new keys have another pepper; pseudonyms would change")
-        path = self.root / "versions" / f"{version}.vault"
-        header, head, body = self._read(version)
-        data_key = self._data_key(header, path)
-        plain = AESGCM(data_key).decrypt(base64.b64decode(header["payload_nonce"]), body, head)
-        # A fresh nonce for the payload too: one (key, nonce) pair never encrypts twice in GCM.
-        payload_nonce = os.urandom(12)
-        new_header = dict(
-            header,
-            key_id=new_keys.key_id(),
-            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            wrapped_data_key=_wrap_data_key(new_keys, data_key),
-            payload_nonce=_b64(payload_nonce),
-        )
-        new_version = self._write_version(new_header, lambda h: AESGCM(data_key).encrypt(payload_nonce, plain, h))
+        if self.pending_files():
+            self.commit_pending()
+            version = self.current_version()
+        mapping, params, data_key = self._unseal(self._version_path(version))
         self.keys = new_keys
-        return new_version
+        return self._write_version(self._seal(mapping, params, data_key=data_key,
+                                              base_header={"rotated_from": version}))
+
+    def status(self) -> dict:
+        """What the key-check task reports: no identifiers, no key material."""
+        mapping, params = self.load()
+        return {"vault": str(self.root), "version": self.current_version(), "entries": len(mapping),
+                "pending_deltas": len(self.pending_files()), "argon2": asdict(params) if params else None,
+                "key_id": self.keys.key_id()}

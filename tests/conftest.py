@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,8 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.setdefault("AIRFLOW_CONN_SPARK_LOCAL", json.dumps({"conn_type": "spark", "host": "local[*]"}))
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Python workers (UDFs) run the test interpreter, which has the project's packages.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.pop("SNDS_ENGINE", None)
 os.environ.pop("SNDS_REGIONS_DIR", None)
 

@@ -55,7 +55,7 @@ def test_pmsi_formats_and_type_overrides(cfg, tmp_path):
     assert kinds["SOR_MOI"] == ("month", ())
     assert kinds["NIR_RET"] == ("boolean", ())
     assert f.partition == "T_MCOaaC/year=2019"
-    assert f.identifier_columns == ["NIR_ANO_17"]
+    assert [c.name for c in f.identifier_columns] == ["NIR_ANO_17"]
 
 
 def test_num_enq_profile(tmp_path):

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from conftest import PROJECT_ROOT
-from helpers import ingest_delivery, table_rows, table_schema
+from helpers import FAST_ARGON2_ARGS, ingest_delivery, table_rows, table_schema, region_key_file
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,14 @@ def test_counts_match_the_truth(duckdb_run, synth_truth):
         got = files[name]
         assert got["rows_read"] == truth["rows"], name
         assert got["quarantine_reasons"] == truth["quarantine"], name
-        assert got["rows"] == truth["rows"] - sum(truth["quarantine"].values()), name
+        # PMSI stays not linked to a patient (placeholder NIR) are dropped by their named rule.
+        unlinked = truth["cleaning"].get("pmsi_placeholder_nir", 0)
+        assert got["dropped_by_rule"] == ({"pmsi_placeholder_nir": unlinked} if unlinked else {}), name
+        assert got["rows"] == truth["rows"] - sum(truth["quarantine"].values()) - unlinked, name
     t = report["totals"]
-    assert t["rows_read"] == t["rows_written"] + t["quarantined"]
+    assert t["rows_read"] == t["rows_written"] + t["quarantined"] + t["dropped_by_rule"]
+    assert sum(report["dropped_by_rule"]["pmsi_placeholder_nir"].values()) == sum(
+        synth_truth["cleaning"]["pmsi_placeholder_nir"].values())
     assert t["quarantined"] > 0  # the generator plants malformed rows
     # Every table's Parquet row count is what the report says.
     con = duckdb.connect()
@@ -50,14 +55,20 @@ def test_counts_match_the_truth(duckdb_run, synth_truth):
         assert n == info["rows"], table
 
 
-def test_quarantine_keeps_raw_line_and_reason(duckdb_run, synth_delivery):
+def test_quarantine_keeps_pseudonymised_line_and_reason(duckdb_run, synth_delivery):
+    """Each quarantined line is a delivered line with its identifiers replaced by their pseudonyms."""
+    from spark_jobs.vault import Vault
+
     out, report = duckdb_run
+    mapping, _ = Vault(out / "vault", region_key_file(out / "vault-keys")).load(include_pending=True)
     con = duckdb.connect()
     rows = con.execute(f"SELECT source_file, reason, raw_line FROM read_parquet('{out}/quarantine/**/*.parquet')").fetchall()
     assert len(rows) == report["quarantine"]["rows"]
-    for source_file, reason, raw_line in rows[:50]:
+    for source_file, reason, raw_line in rows:
         lines = (synth_delivery / source_file).read_text(encoding="utf-8").splitlines()
-        assert raw_line in lines, (source_file, reason)
+        expected = {";".join(mapping.get(field, field) for field in line.split(";")) for line in lines}
+        assert raw_line in expected, (source_file, reason)
+        assert not any(field in mapping for field in raw_line.split(";")), (source_file, reason)
 
 
 def test_engines_give_equal_outputs(duckdb_run, spark_run):
@@ -94,7 +105,8 @@ def test_spark_output_is_deterministic(synth_delivery, tmp_path, spark, spark_ru
     """A second Spark run gives the same bytes (file names included) as the first."""
     first, _ = spark_run
     ingest_delivery("spark", synth_delivery, tmp_path, spark=spark, run_id="again")
-    assert _digest(tmp_path) == _digest(first)
+    zones = lambda root: {k: v for k, v in _digest(root).items() if k.startswith(("ingest/", "quarantine/"))}
+    assert zones(tmp_path) == zones(first)
 
 
 def test_failed_ingest_leaves_previous_output(synth_delivery, tmp_path, monkeypatch):
@@ -116,13 +128,16 @@ def test_failed_ingest_leaves_previous_output(synth_delivery, tmp_path, monkeypa
     with pytest.raises(OSError, match="simulated"):
         ingest_delivery("duckdb", synth_delivery, tmp_path, run_id="bad")
     assert _digest(tmp_path) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ingest", "quarantine"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ingest", "quarantine", "vault", "vault-keys"]
+    assert [p.name for p in (tmp_path / "vault" / "pending").iterdir()] == ["good.delta"]  # none from the failed run
 
 
 def test_entry_point_cli_writes_report(synth_delivery, tmp_path):
     """`python -m spark_jobs.ingest` as the DuckDB operator runs it; a bad delivery exits 1 with a clear line."""
     args = ["--engine", "duckdb", "--input", str(synth_delivery), "--output", str(tmp_path / "i"),
-            "--quarantine", str(tmp_path / "q"), "--report", str(tmp_path / "r.json"), "--release", "r1", "--run-id", "x"]
+            "--quarantine", str(tmp_path / "q"), "--report", str(tmp_path / "r.json"), "--release", "r1", "--run-id", "x",
+            "--vault", str(tmp_path / "vault"), "--key-file", str(region_key_file(tmp_path / "keys").path),
+            *FAST_ARGON2_ARGS]
     proc = subprocess.run([sys.executable, "-m", "spark_jobs.ingest", *args], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -147,7 +162,10 @@ def test_latin1_num_enq_iso_delivery(tmp_path):
     from snds_synth import generate
     from spark_jobs.delivery import IngestConfig
     from spark_jobs.engines import open_engine
-    from spark_jobs.ingest import run_ingest
+    from spark_jobs.ingest import Pseudonymisation, run_ingest
+    from spark_jobs.vault import Vault
+
+    from helpers import FAST_ARGON2
 
     delivery = tmp_path / "d"
     truth = generate(delivery, n=120, seed=3, years=(2019, 2020), dcir_dates="iso", encoding="latin-1",
@@ -155,7 +173,8 @@ def test_latin1_num_enq_iso_delivery(tmp_path):
     assert "NUM_ENQ" in (delivery / "ER_PRS_F.csv").read_bytes().split(b"\n", 1)[0].decode()
     cfg = IngestConfig.load(encoding="latin-1", patient_id_column="NUM_ENQ")
     with open_engine("duckdb") as eng:
-        report = run_ingest(eng, delivery, tmp_path / "ingest", tmp_path / "quarantine", cfg, "t")
+        report = run_ingest(eng, delivery, tmp_path / "ingest", tmp_path / "quarantine", cfg, "t",
+                            Pseudonymisation(Vault(tmp_path / "vault", region_key_file(tmp_path / "keys")), FAST_ARGON2))
     files = _per_file(report)
     for name, t in truth["files"].items():
         assert (files[name]["rows_read"], files[name]["quarantine_reasons"]) == (t["rows"], t["quarantine"]), name

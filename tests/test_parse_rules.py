@@ -48,6 +48,10 @@ CASES = {
 }
 
 
+# These rules concern typing; identifier handling is tested in test_pseudonymise_rules.py.
+NO_IDENTIFIERS = {"identifier_columns": [], "patient_column": None, "unlinked_rule": None, "placeholders": []}
+
+
 def _parse(engine, tmp_path, kind: str, formats: tuple, texts: list[str]) -> list[tuple]:
     path = tmp_path / f"{kind}.csv"
     # Two columns: an integer row number (order) and the value under test.
@@ -56,7 +60,7 @@ def _parse(engine, tmp_path, kind: str, formats: tuple, texts: list[str]) -> lis
     f = DeliveredFile(path=path, table="T", year=None, columns=cols, schema_order=("N", "V"))
     engine.read_lines("raw_lines", path, "utf-8")
     sql = sqlrender.render("ingest/parse_delivery_file.sql", separator=";", columns=list(cols),
-                           columns_in_schema_order=list(cols))
+                           columns_in_schema_order=list(cols), **NO_IDENTIFIERS)
     engine.create_view("parsed", sql)
     rows = engine.rows('SELECT "N", "V", _reason FROM parsed ORDER BY "N"')
     engine.drop_view("parsed")
@@ -81,7 +85,7 @@ def test_wrong_column_count_and_first_bad_column(engine, tmp_path):
     cols = tuple(Column(n, "integer", i, n) for i, n in enumerate("ABC", start=1))
     engine.read_lines("raw_lines", path, "utf-8")
     sql = sqlrender.render("ingest/parse_delivery_file.sql", separator=";", columns=list(cols),
-                           columns_in_schema_order=list(cols))
+                           columns_in_schema_order=list(cols), **NO_IDENTIFIERS)
     engine.create_view("parsed", sql)
     got = sorted(engine.rows('SELECT _line, _reason, "A", "B", "C" FROM parsed'), key=repr)
     assert got == sorted([
@@ -101,7 +105,7 @@ def test_crlf_and_latin1(engine, tmp_path):
     cols = (Column("A", "integer", 1, "A"), Column("B", "string", 2, "B"))
     engine.read_lines("raw_lines", path, "latin-1")
     sql = sqlrender.render("ingest/parse_delivery_file.sql", separator=";", columns=list(cols),
-                           columns_in_schema_order=list(cols))
+                           columns_in_schema_order=list(cols), **NO_IDENTIFIERS)
     engine.create_view("parsed", sql)
     assert sorted(engine.rows('SELECT "A", "B", _reason FROM parsed')) == [(1, "Évry", None), (2, "Cergy", None)]
     engine.drop_view("parsed")
@@ -115,7 +119,7 @@ def test_separators(engine, tmp_path, sep):
     cols = (Column("A", "integer", 1, "A"), Column("B", "string", 2, "B"))
     engine.read_lines("raw_lines", path, "utf-8")
     sql = sqlrender.render("ingest/parse_delivery_file.sql", separator=sep, columns=list(cols),
-                           columns_in_schema_order=list(cols))
+                           columns_in_schema_order=list(cols), **NO_IDENTIFIERS)
     engine.create_view("parsed", sql)
     assert sorted(engine.rows('SELECT "A", "B", _reason FROM parsed'), key=repr) == [(1, "x", None), (2, None, None)]
     engine.drop_view("parsed")

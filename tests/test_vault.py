@@ -29,12 +29,13 @@ def test_pseudonyms_deterministic_keyed_hex():
 def test_key_file_created_private_and_checked(tmp_path):
     keys = LocalKeyFile.create(tmp_path / "k" / "region.key")
     assert stat.S_IMODE(keys.path.stat().st_mode) == 0o600
-    assert len(keys.master_key()) == 32 and len(keys.pepper()) == 32 and keys.key_id().startswith("local:")
+    assert len(keys.pepper()) == 32 and keys.key_id().startswith("local:")
+    assert keys.unwrap(keys.wrap(b"k" * 32)) == b"k" * 32
     with pytest.raises(KeyProviderError, match="already exists"):
         LocalKeyFile.create(keys.path)
     os.chmod(keys.path, 0o644)
     with pytest.raises(KeyProviderError, match="readable by others"):
-        LocalKeyFile(keys.path).master_key()
+        LocalKeyFile(keys.path).wrap(b"k" * 32)
     with pytest.raises(KeyProviderError, match="missing"):
         LocalKeyFile(tmp_path / "none.key").pepper()
 
@@ -51,7 +52,7 @@ def test_vault_roundtrip_versions_and_wrong_key(tmp_path):
     raw = (tmp_path / "vault" / "versions" / "v000002.vault").read_bytes()
     assert b"AAAAAAAAAAAAAAAAA" not in raw and b"CCCCC" not in raw  # raw IDs never in clear
     other = LocalKeyFile.create(tmp_path / "keys" / "b.key")
-    with pytest.raises(VaultError, match="v000002.vault: the master key .* does not open this vault"):
+    with pytest.raises(VaultError, match=r"v000002.vault: its data key does not open: key file .*b.key: does not hold master key local:.*: wrong key"):
         Vault(tmp_path / "vault", other).load()
 
 

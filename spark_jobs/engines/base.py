@@ -44,7 +44,23 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def read_lines(self, view: str, path: Path, encoding: str) -> None:
-        """Register `view(line VARCHAR)`: the data lines of a text file, header line excluded."""
+        """Register `view(line VARCHAR, _lineno BIGINT)`: the data lines of a text file, header line
+        excluded. `_lineno` increases with the position in the file (not necessarily by one: Spark
+        numbers each split on its own), so `ORDER BY _lineno` restores the file's order."""
+
+    @abc.abstractmethod
+    def register_rows(self, view: str, columns: list[str], rows: list[tuple]) -> None:
+        """Register `view` over rows held in Python (every column VARCHAR)."""
+
+    @abc.abstractmethod
+    def register_pseudonymiser(self, pepper: bytes, params, workers: int) -> None:
+        """Make the SQL function `snds_pseudonym(VARCHAR) -> VARCHAR` (argon2id, see vault.pseudonym)
+        available, vectorised and parallel on this engine; `pseudonym_calls()` counts the values it
+        hashed, so tests can check that each identifier is hashed once."""
+
+    @abc.abstractmethod
+    def pseudonym_calls(self) -> int:
+        """Values hashed by `snds_pseudonym` in this session so far."""
 
     @abc.abstractmethod
     def create_view(self, view: str, sql: str, materialize: bool = False) -> None:
@@ -56,9 +72,12 @@ class Engine(abc.ABC):
         """Run a query (authoring dialect) returning a small result."""
 
     @abc.abstractmethod
-    def write_parquet(self, sql: str, directory: Path) -> None:
+    def write_parquet(self, sql: str, directory: Path, order_by: str | None = None) -> None:
         """Write the result of `sql` (authoring dialect) as Parquet files in `directory` (created),
-        named part-00000.parquet, part-00001.parquet, ... in a deterministic order."""
+        named part-00000.parquet, part-00001.parquet, ... in a deterministic order. With `order_by`,
+        `sql` also selects that column: rows are written in its order and the column is left out
+        (a full sort on DuckDB; on Spark a sort within each partition, since a global sort's range
+        boundaries come from a sample that varies from run to run)."""
 
     @abc.abstractmethod
     def read_parquet(self, view: str, directory: Path) -> None:

@@ -44,12 +44,42 @@ class DuckDBEngine(Engine):
             raise ValueError(f"unsupported encoding {encoding!r} (use utf-8 or latin-1)")
         # One VARCHAR column per line: the \x01 delimiter and empty quote never split a line, so
         # splitting into fields is done by the step's SQL, identically on both engines.
+        # row_number() OVER () numbers the lines in file order (insertion order is preserved).
         self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT line FROM read_csv("
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT line, row_number() OVER () AS _lineno FROM read_csv("
             f"{_quote_literal(str(path))}, columns = {{'line': 'VARCHAR'}}, delim = '\x01', quote = '', "
             f"escape = '', header = true, auto_detect = false, strict_mode = false, "
             f"encoding = {_quote_literal(enc)})"
         )
+
+    def register_rows(self, view: str, columns: list[str], rows: list[tuple]) -> None:
+        import pyarrow as pa
+
+        data = list(zip(*rows)) if rows else [[] for _ in columns]
+        table = pa.table({c: pa.array(list(v), type=pa.string()) for c, v in zip(columns, data)})
+        self.con.execute(f"DROP TABLE IF EXISTS {view}")
+        self.con.register(f"{view}__arrow", table)
+        self.con.execute(f"CREATE TEMP TABLE {view} AS SELECT * FROM {view}__arrow")
+        self.con.unregister(f"{view}__arrow")
+
+    def register_pseudonymiser(self, pepper: bytes, params, workers: int) -> None:
+        import pyarrow as pa
+        from duckdb.sqltypes import VARCHAR
+
+        from spark_jobs.vault import pseudonym_batch
+
+        def snds_pseudonym(values):
+            # Arrow batches of up to 2048 values, hashed on `workers` threads.
+            batch = values.to_pylist()
+            self._hashed += len(batch)
+            return pa.array(pseudonym_batch(batch, pepper, params, workers), type=pa.string())
+
+        self._hashed = 0
+        self.con.create_function("snds_pseudonym", snds_pseudonym, [VARCHAR], VARCHAR, type="arrow",
+                                 side_effects=False)
+
+    def pseudonym_calls(self) -> int:
+        return getattr(self, "_hashed", 0)
 
     def create_view(self, view: str, sql: str, materialize: bool = False) -> None:
         kind = "TABLE" if materialize else "VIEW"
@@ -58,9 +88,11 @@ class DuckDBEngine(Engine):
     def rows(self, sql: str) -> list[tuple]:
         return self.con.execute(sql).fetchall()
 
-    def write_parquet(self, sql: str, directory: Path) -> None:
+    def write_parquet(self, sql: str, directory: Path, order_by: str | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / "part-00000.parquet"
+        if order_by:
+            sql = f"SELECT * EXCLUDE ({order_by}) FROM ({sql}) AS result ORDER BY {order_by}"
         self.con.execute(f"COPY ({sql}) TO {_quote_literal(str(target))} (FORMAT parquet, COMPRESSION zstd)")
 
     def read_parquet(self, view: str, directory: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from spark_jobs.spark_conf import SPARK_QUIET_CONF, SPARK_SQL_CONF
@@ -50,6 +51,8 @@ class SparkEngine(Engine):
 
             builder = SparkSession.builder.appName(app_name)
             if "PYSPARK_GATEWAY_PORT" not in os.environ:
+                # Python workers (the pseudonym UDF) run this interpreter, which has the packages.
+                os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
                 # Plain `python -m spark_jobs.<step> --engine spark` (not under spark-submit, which
                 # sets the master itself): run on all local cores.
                 builder = builder.master(os.environ.get("SNDS_SPARK_MASTER", "local[*]"))
@@ -83,7 +86,40 @@ class SparkEngine(Engine):
             .option("enforceSchema", "true")
             .csv(str(path))
         )
-        df.createOrReplaceTempView(view)
+        # monotonically_increasing_id: (split index, row within split), i.e. file order, stable for
+        # the same file and settings.
+        from pyspark.sql import functions as F
+
+        df.select("line", F.monotonically_increasing_id().alias("_lineno")).createOrReplaceTempView(view)
+
+    def register_rows(self, view: str, columns: list[str], rows: list[tuple]) -> None:
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        schema = StructType([StructField(c, StringType()) for c in columns])
+        self.spark.createDataFrame(list(rows), schema).createOrReplaceTempView(view)
+
+    def register_pseudonymiser(self, pepper: bytes, params, workers: int) -> None:
+        """A pandas UDF: the hashing runs on the executors, one Arrow batch at a time; parallelism
+        comes from Spark's task slots (each task hashes on one thread)."""
+        import pandas as pd
+        from pyspark.sql.functions import pandas_udf
+
+        from spark_jobs.vault import pseudonym_batch
+
+        counter = self.spark.sparkContext.accumulator(0)
+
+        def snds_pseudonym(values):
+            counter.add(len(values))
+            return pd.Series(pseudonym_batch(values.tolist(), pepper, params, 1), index=values.index)
+
+        # Real type objects (this module's annotations are strings): Series -> Series is a scalar UDF.
+        snds_pseudonym.__annotations__ = {"values": pd.Series, "return": pd.Series}
+        self._counter = counter
+        self.spark.udf.register("snds_pseudonym", pandas_udf(snds_pseudonym, "string"))
+
+    def pseudonym_calls(self) -> int:
+        counter = getattr(self, "_counter", None)
+        return int(counter.value) if counter is not None else 0
 
     def create_view(self, view: str, sql: str, materialize: bool = False) -> None:
         df = self.spark.sql(self.transpile(sql))
@@ -96,11 +132,14 @@ class SparkEngine(Engine):
     def rows(self, sql: str) -> list[tuple]:
         return [tuple(r) for r in self.spark.sql(self.transpile(sql)).collect()]
 
-    def write_parquet(self, sql: str, directory: Path) -> None:
+    def write_parquet(self, sql: str, directory: Path, order_by: str | None = None) -> None:
         staging = directory.with_name(directory.name + ".__spark")
         if staging.exists():
             shutil.rmtree(staging)
-        self.spark.sql(self.transpile(sql)).write.mode("overwrite").parquet(str(staging))
+        df = self.spark.sql(self.transpile(sql))
+        if order_by:
+            df = df.sortWithinPartitions(order_by).drop(order_by)
+        df.write.mode("overwrite").parquet(str(staging))
         directory.mkdir(parents=True, exist_ok=True)
         # Spark names parts part-<index>-<random uuid>-c000...; keep the index, drop the randomness,
         # so that the same input gives the same file names.

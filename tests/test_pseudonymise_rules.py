@@ -1,0 +1,81 @@
+"""Pseudonymisation rules (sql/pseudonymise/ and the identifier part of the parse), on both engines."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import FAST_ARGON2, TEST_PEPPER
+from spark_jobs import sqlrender
+from spark_jobs.delivery import Column
+from spark_jobs.vault import pseudonym
+
+PLACEHOLDERS = ["xxxxxxxxxxxxxxxxx", "XXXXXXXXXXXXXXXXD"]
+P = {raw: pseudonym(raw, TEST_PEPPER, FAST_ARGON2) for raw in ("AAA", "BBB", "CCC", "DDD")}
+
+
+def _lines(engine, tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    engine.read_lines(name.split(".")[0], path, "utf-8")
+    return path
+
+
+def test_release_identifiers_distinct_all_lines_no_placeholders(engine, tmp_path):
+    _lines(engine, tmp_path, "f1.csv", "ID;X;ID2\nAAA;1;BBB\nAAA;2;\nxxxxxxxxxxxxxxxxx;3;CCC\n;4;XXXXXXXXXXXXXXXXD\n")
+    _lines(engine, tmp_path, "f2.csv", "X;ID\n1;DDD\nbroken line;\n  ;\n")  # the 2nd line is malformed
+    sql = sqlrender.render("pseudonymise/release_identifiers.sql", separator=";", placeholders=PLACEHOLDERS,
+                           sources=[{"view": "f1", "positions": [1, 3]}, {"view": "f2", "positions": [2]}])
+    assert sorted(r for (r,) in engine.rows(sql)) == ["AAA", "BBB", "CCC", "DDD"]
+
+
+def test_only_new_identifiers_are_hashed_once(engine):
+    engine.register_pseudonymiser(TEST_PEPPER, FAST_ARGON2, 2)
+    engine.register_rows("vault_ids", ["raw_id", "pseudonym"], [("AAA", P["AAA"])])
+    engine.register_rows("release_ids", ["raw_id"], [("AAA",), ("BBB",), ("CCC",)])
+    before = engine.pseudonym_calls()
+    engine.create_view("new_pseudonyms", sqlrender.render("pseudonymise/hash_new_identifiers.sql"), materialize=True)
+    engine.create_view("id_map", sqlrender.render("pseudonymise/release_id_map.sql"), materialize=True)
+    assert sorted(engine.rows("SELECT raw_id, pseudonym FROM id_map")) == sorted((r, P[r]) for r in ("AAA", "BBB", "CCC"))
+    assert sorted(engine.rows("SELECT raw_id FROM new_pseudonyms")) == [("BBB",), ("CCC",)]
+    assert engine.pseudonym_calls() - before == 2  # AAA came from the vault; each new one hashed once
+    for view in ("id_map", "new_pseudonyms", "release_ids", "vault_ids"):
+        engine.drop_view(view)
+
+
+def _parse(engine, tmp_path, text, unlinked_rule):
+    _lines(engine, tmp_path, "raw_lines.csv", text)
+    cols = (Column("NIR", "string", 1, "NIR", identifier=True), Column("N", "integer", 2, "N"),
+            Column("OTHER_ID", "string", 3, "OTHER_ID", identifier=True))
+    engine.register_rows("id_map", ["raw_id", "pseudonym"], [(r, P[r]) for r in ("AAA", "BBB", "CCC")])
+    sql = sqlrender.render("ingest/parse_delivery_file.sql", separator=";", columns=list(cols),
+                           columns_in_schema_order=list(cols), identifier_columns=[cols[0], cols[2]],
+                           patient_column=cols[0], unlinked_rule=unlinked_rule, placeholders=PLACEHOLDERS)
+    engine.create_view("parsed", sql, materialize=True)
+    return sorted(engine.rows('SELECT "N", "NIR", "OTHER_ID", _reason, _dropped_by FROM parsed'), key=repr)
+
+
+@pytest.mark.parametrize("unlinked_rule", [None, "pmsi_placeholder_nir"])
+def test_identifiers_replaced_and_unlinked_rows_routed(engine, tmp_path, unlinked_rule):
+    got = _parse(engine, tmp_path, "NIR;N;OTHER_ID\nAAA;1;BBB\nBBB;2;\nxxxxxxxxxxxxxxxxx;3;CCC\n;4;AAA\nCCC;x;AAA\n",
+                 unlinked_rule)
+    unlinked = ("missing_patient_id:NIR", None) if unlinked_rule is None else (None, unlinked_rule)
+    assert got == sorted([
+        (1, P["AAA"], P["BBB"], None, None),
+        (2, P["BBB"], None, None, None),   # an empty identifier stays NULL
+        (3, None, P["CCC"], *unlinked),    # placeholder: never hashed, quarantined or dropped by the rule
+        (4, None, P["AAA"], *unlinked),    # empty patient id: the same
+        (None, P["CCC"], P["AAA"], "bad_integer:N", None),
+    ], key=repr)
+    engine.drop_view("parsed")
+
+
+def test_quarantine_lines_carry_pseudonyms_wherever_the_identifier_is(engine, tmp_path):
+    _parse(engine, tmp_path, "NIR;N;OTHER_ID\nAAA;1;BBB\nAAA;x;BBB\n1;BBB\nCCC;2;BBB;AAAA\n", None)
+    sql = sqlrender.render("pseudonymise/quarantine_lines.sql", separator=";", source_file="t.csv")
+    got = sorted(engine.rows(f"SELECT source_file, reason, raw_line FROM ({sql}) AS q"))
+    assert got == sorted([
+        ("t.csv", "bad_integer:N", f"{P['AAA']};x;{P['BBB']}"),
+        ("t.csv", "wrong_column_count", f"1;{P['BBB']}"),  # the identifier moved: still replaced
+        ("t.csv", "wrong_column_count", f"{P['CCC']};2;{P['BBB']};AAAA"),  # a field merely containing one: kept
+    ])
+    engine.drop_view("parsed")
