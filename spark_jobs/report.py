@@ -54,11 +54,12 @@ def now_utc() -> str:
 
 def truth_check(steps: dict, manifest: dict) -> dict:
     """Compare the ingest report with a synthetic delivery's truth (`_truth/manifest.json`):
-    per file, rows read and quarantine counts by reason."""
+    per file, rows read, quarantine counts by reason, and rows dropped by the rules ingest applies."""
     ingest = steps.get("ingest")
     if not ingest or ingest.get("status") != "success":
         return {"status": "not_checked", "reason": "ingest did not succeed"}
     got = {f["file"]: f for t in ingest["tables"].values() for f in t["files"]}
+    rules = set(ingest.get("rules_applied", []))
     differences = []
     for name, truth in sorted(manifest["files"].items()):
         f = got.get(name)
@@ -69,6 +70,10 @@ def truth_check(steps: dict, manifest: dict) -> dict:
                 f"{name}: read {f['rows_read']} quarantined {f['quarantine_reasons']}, "
                 f"truth {truth['rows']} quarantined {truth['quarantine']}"
             )
+        else:
+            planted = {r: n for r, n in truth.get("cleaning", {}).items() if r in rules and n}
+            if f.get("dropped_by_rule", {}) != planted:
+                differences.append(f"{name}: dropped by rule {f.get('dropped_by_rule')}, truth {planted}")
     differences += [f"{name}: ingested, not in the truth" for name in sorted(set(got) - set(manifest["files"]))]
     return {"status": "match" if not differences else "mismatch", "files": len(manifest["files"]),
             "differences": differences}

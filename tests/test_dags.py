@@ -32,8 +32,11 @@ def test_dagbag_imports_without_errors():
     assert bag.import_errors == {}
     assert "snds_release__local" in bag.dags
     dag = bag.dags["snds_release__local"]
-    assert [t.task_id for t in dag.topological_sort()] == ["prepare_run", "ingest", "summarize"]
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "prepare_run", "check_keys", "ingest", "update_vault", "summarize"]
     assert set(dag.params.keys()) == {"release", "input"}
+    rotation = bag.dags["snds_key_rotation__local"]
+    assert [t.task_id for t in rotation.topological_sort()] == ["check_keys", "rotate_key", "check_rotated_keys"]
 
 
 def test_dag_file_is_cheap_to_import():
@@ -51,7 +54,7 @@ def test_dag_file_is_cheap_to_import():
         print(json.dumps({"seconds": seconds, "heavy": heavy, "dags": sorted(k for k in vars(mod) if k.startswith("snds_"))}))
     """)
     assert result["heavy"] == []
-    assert result["dags"] == ["snds_release__local"]
+    assert result["dags"] == ["snds_key_rotation__local", "snds_release__local"]
     assert result["seconds"] < 2.0, result
 
 
@@ -123,16 +126,48 @@ def test_missing_spark_connection_is_refused(monkeypatch):
         op.execute({})
 
 
+REGION = """\
+region: eu
+lake_root: /data/lake
+engine: duckdb
+ingest_config: config/ingest.yaml
+pseudonymisation:
+  vault_root: {vault}
+  key_provider: {{type: local_file, path: {key}}}
+"""
+
+
 def test_region_config_errors(tmp_path):
     from snds_operators.regions import RegionConfigError, load_region
 
     bad = tmp_path / "eu.yaml"
-    bad.write_text("region: eu\nlake_root: /x\nengine: duckdb\ningest_config: config/ingest.yaml\ncolour: blue\n")
+    good = REGION.format(vault="/secure/vault", key="/secure/region.key")
+    bad.write_text(good)
+    region = load_region(bad)
+    assert region.argon2 == {"time_cost": 2, "memory_cost_kib": 19456, "parallelism": 1}
+    assert region.pseudonymisation_args()[:4] == ["--vault", "/secure/vault", "--key-file", "/secure/region.key"]
+    bad.write_text(good + "colour: blue\n")
     with pytest.raises(RegionConfigError, match="eu.yaml: unknown key.*colour"):
         load_region(bad)
-    bad.write_text("region: us\nlake_root: /x\nengine: duckdb\ningest_config: config/ingest.yaml\n")
+    bad.write_text(good.replace("region: eu", "region: us"))
     with pytest.raises(RegionConfigError, match="must match the file name"):
         load_region(bad)
     bad.write_text("region: eu\nengine: duckdb\n")
     with pytest.raises(RegionConfigError, match="missing key.*lake_root"):
+        load_region(bad)
+    # The vault and the key stay apart from the lake: refused when the DAGs are parsed.
+    bad.write_text(REGION.format(vault="/data/lake/vault", key="/secure/region.key"))
+    with pytest.raises(RegionConfigError, match="vault_root /data/lake/vault overlaps lake_root /data/lake"):
+        load_region(bad)
+    bad.write_text(REGION.format(vault="/data", key="/secure/region.key"))
+    with pytest.raises(RegionConfigError, match="overlaps lake_root"):
+        load_region(bad)
+    bad.write_text(REGION.format(vault="/secure/vault", key="/data/lake/keys/region.key"))
+    with pytest.raises(RegionConfigError, match="key_provider.path .* is inside the lake"):
+        load_region(bad)
+    bad.write_text(good.replace("type: local_file, path: /secure/region.key", "type: aws_kms, key_arn: k"))
+    with pytest.raises(RegionConfigError, match=r"key_provider \(aws_kms\) needs .*region_name"):
+        load_region(bad)
+    bad.write_text(good + "  argon2: {time_cost: 0}\n")
+    with pytest.raises(RegionConfigError, match="argon2: positive integers"):
         load_region(bad)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param, task
 
+from snds_operators.encryption import KeyCheckOperator, KeyRotationOperator, VaultUpdateOperator, region_key_settings
 from snds_operators.operators import step_operator
 from snds_operators.regions import Region, load_regions
 
@@ -27,8 +28,18 @@ Turns one SNDS delivery (a directory of CSV files as CNAM delivers them) into th
 Trigger with the release id and the delivery directory, e.g.
 `{{"release": "2024-06", "input": "/data/snds/deliveries/2024-06"}}`.
 
-Steps: `prepare_run` (checks the parameters, fixes the run's paths) -> `ingest` (CSV -> typed Parquet +
-quarantine) -> `summarize` (writes `runs/release=<release>/<run>/summary.json`).
+Steps: `prepare_run` (checks the parameters, fixes the run's paths) -> `check_keys` (the region's key
+opens its vault, kept apart from the lake at `{vault}`) -> `ingest` (CSV -> typed, pseudonymised
+Parquet + quarantine) -> `update_vault` (new identifiers sealed into a new vault version) ->
+`summarize` (writes `runs/release=<release>/<run>/summary.json`).
+"""
+
+ROTATION_DOC = """\
+### Key rotation, region `{region}`
+
+Trigger by hand. Creates a new master key (local key ring: the previous key is kept, retired, so older
+vault versions stay readable; KMS: the configured key) and re-wraps the current vault version under it
+without re-hashing any identifier. Pseudonyms do not change.
 """
 
 
@@ -60,7 +71,7 @@ def build_release_dag(region: Region) -> DAG:
         catchup=False,
         max_active_runs=1,  # runs of one region write the same release directories
         tags=["snds", f"region:{region.name}", f"engine:{region.engine}"],
-        doc_md=DOC.format(region=region.name, lake=region.lake_root, engine=region.engine),
+        doc_md=DOC.format(region=region.name, lake=region.lake_root, engine=region.engine, vault=region.vault_root),
         params={
             "release": Param("", type="string", pattern=RELEASE_PATTERN,
                              description="Data release id, e.g. 2024-06"),
@@ -94,18 +105,26 @@ def build_release_dag(region: Region) -> DAG:
                 "--release", _xcom("release"),
                 "--run-id", _xcom("run_id"),
                 "--config", str(region.ingest_config),
+                *region.pseudonymisation_args(),
             ],
         )
+        keys = region_key_settings(region)
+        check_keys = KeyCheckOperator(task_id="check_keys", **keys)
+        update_vault = VaultUpdateOperator(task_id="update_vault", **keys)
 
         @task(task_id="summarize", trigger_rule="all_done")
-        def summarize(paths: dict[str, str]) -> str:
+        def summarize(paths: dict[str, str], ti=None) -> str:
             from spark_jobs.report import assemble_summary, human_summary, write_json_atomic
 
             run_dir = Path(paths["run_dir"])
+            # Key fingerprints and counts only: the encryption tasks return no secret and no identifier.
+            encryption = {"check_keys": ti.xcom_pull(task_ids="check_keys"),
+                          "update_vault": ti.xcom_pull(task_ids="update_vault")}
             path = assemble_summary(
                 run_dir, region=region.name, release=paths["release"], run_id=paths["run_id"],
                 engine=region.engine, input_uri=paths["input"],
                 truth_manifest=Path(paths["input"]) / "_truth" / "manifest.json",
+                extra={"encryption": encryption},
             )
             with open(path, encoding="utf-8") as fh:
                 summary = json.load(fh)
@@ -118,9 +137,32 @@ def build_release_dag(region: Region) -> DAG:
             return str(path)
 
         paths = prepare_run()
-        paths >> ingest >> summarize(paths)
+        done = summarize(paths)
+        paths >> check_keys >> ingest >> update_vault >> done
+    return dag
+
+
+def build_key_rotation_dag(region: Region) -> DAG:
+    with DAG(
+        dag_id=f"snds_key_rotation__{region.name}",
+        description=f"Rotate the vault master key of region {region.name}",
+        schedule=None,
+        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        tags=["snds", f"region:{region.name}", "keys"],
+        doc_md=ROTATION_DOC.format(region=region.name),
+        default_args={"retries": 0},
+    ) as dag:
+        keys = region_key_settings(region)
+        KeyCheckOperator(task_id="check_keys", **keys) >> KeyRotationOperator(task_id="rotate_key", **keys) \
+            >> KeyCheckOperator(task_id="check_rotated_keys", **keys)
     return dag
 
 
 def build_release_dags() -> dict[str, DAG]:
-    return {dag.dag_id: dag for dag in (build_release_dag(r) for r in load_regions().values())}
+    dags = {}
+    for region in load_regions().values():
+        for dag in (build_release_dag(region), build_key_rotation_dag(region)):
+            dags[dag.dag_id] = dag
+    return dags
