@@ -19,7 +19,7 @@ REGION ?=
 RELEASE ?=
 INPUT ?=
 
-.PHONY: help install lock demo test airflow run synth bench clean
+.PHONY: help install lock demo test airflow run keys synth bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,6 +43,7 @@ lock: ## re-resolve requirements.in into requirements.lock (pyspark-client exclu
 demo: install ## synthetic delivery (N=2000, 3 years) through the release DAG; ENGINE=duckdb|spark
 	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out var/deliveries/demo
 	$(BIN)/python -m snds_operators.localrun run --input var/deliveries/demo --release demo-n$(N)-s$(SEED) --engine $(ENGINE) $(if $(REGION),--region $(REGION))
+	$(BIN)/python -m spark_jobs.leakscan --delivery var/deliveries/demo var/lake/*/*/release=demo-n$(N)-s$(SEED) var/airflow var/vault
 
 test: install ## the whole test suite
 	$(BIN)/python -m pytest
@@ -54,11 +55,16 @@ run: install ## run the release DAG: make run RELEASE=<id> INPUT=<dir> [REGION=<
 	@test -n "$(RELEASE)" -a -n "$(INPUT)" || { echo "usage: make run RELEASE=<id> INPUT=<delivery dir> [REGION=<region>] [ENGINE=duckdb|spark]"; exit 2; }
 	$(BIN)/python -m snds_operators.localrun run --input "$(INPUT)" --release "$(RELEASE)" $(if $(REGION),--region $(REGION)) $(if $(filter command line,$(origin ENGINE)),--engine $(ENGINE))
 
+keys: install ## region key and vault: make keys ACTION=check|commit|rotate [REGION=<r>]
+	@test -n "$(ACTION)" || { echo "usage: make keys ACTION=check|commit|rotate [REGION=<region>]"; exit 2; }
+	$(BIN)/python -m snds_operators.localrun keys $(ACTION) $(if $(REGION),--region $(REGION))
+
 synth: install ## synthetic delivery: make synth N=<n> SEED=<s> YEARS=<y1-y2> OUT=<dir>
 	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out $(OUT)
 
 bench: install ## benchmark generator and ingest (10k and 50k beneficiaries, both engines)
 	$(BIN)/python benchmarks/run.py --out var/bench/results.json
 
-clean: ## remove var/ (lake, Airflow home, deliveries, logs); keeps .venv
-	rm -rf var
+clean: ## remove the local lake, Airflow home, deliveries and bench output; keeps .venv, var/keys and var/vault
+	rm -rf var/lake var/airflow var/deliveries var/bench
+	@echo "kept var/keys and var/vault (the region's key and pseudonym vault); remove them by hand to start over"

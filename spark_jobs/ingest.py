@@ -204,6 +204,9 @@ def run_ingest(engine: Engine, input_dir: Path, output: Path, quarantine: Path, 
         check_separate(pseudo.vault.root, zone)
     files = cfg.scan(input_dir)
     log.info("ingest: %d files in %s (%s)", len(files), input_dir, ", ".join(f.path.name for f in files))
+    # Keys and vault are opened (and identifiers hashed) before anything is written: a wrong key or a
+    # damaged vault stops the step with the lake untouched.
+    pseudonymisation, new_mappings = build_release_id_map(engine, files, cfg, pseudo)
     tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
     out_stage = output.with_name(f"{output.name}.__staging-{tag}")
     q_stage = quarantine.with_name(f"{quarantine.name}.__staging-{tag}")
@@ -216,7 +219,6 @@ def run_ingest(engine: Engine, input_dir: Path, output: Path, quarantine: Path, 
     by_table: dict[str, int] = {}
     by_rule: dict[str, dict[str, int]] = {}
     try:
-        pseudonymisation, new_mappings = build_release_id_map(engine, files, cfg, pseudo)
         for f in files:
             counts = ingest_file(engine, f, cfg, out_stage, q_stage)
             t = tables.setdefault(

@@ -2,6 +2,7 @@
 
     python -m spark_jobs.reidentify --vault DIR --key-file FILE --pseudonyms IN.txt --out OUT.csv \
         --reason "why" --audit-log AUDIT.jsonl
+    (KMS regions: --kms-key-arn ARN --kms-region R instead of --key-file)
 
 Never called by the pipeline. It needs the region's key (reading the key file is the permission) and a
 stated reason; every call, granted or refused, appends one JSON line to the audit log (who, when, vault
@@ -20,7 +21,7 @@ import socket
 import sys
 from pathlib import Path
 
-from spark_jobs.keys import KeyProviderError, LocalKeyFile
+from spark_jobs.keys import KeyProviderError
 from spark_jobs.vault import Vault, VaultError
 
 
@@ -32,7 +33,7 @@ def _audit(audit_log: Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def reidentify(vault_dir: Path, key_file: Path, pseudonyms: list[str], reason: str, audit_log: Path) -> dict[str, str]:
+def reidentify(vault_dir: Path, keys, pseudonyms: list[str], reason: str, audit_log: Path) -> dict[str, str]:
     """Raw identifiers of the `pseudonyms` found in the vault. Every call, granted or refused, is audited
     (counts and reason, never identifiers) before anything is returned."""
     record = {
@@ -46,8 +47,8 @@ def reidentify(vault_dir: Path, key_file: Path, pseudonyms: list[str], reason: s
     try:
         if len(reason.strip()) < 10:
             raise ValueError("a reason of at least 10 characters is required for re-identification")
-        vault = Vault(vault_dir, LocalKeyFile(key_file))
-        mapping, _ = vault.load()
+        vault = Vault(vault_dir, keys)
+        mapping, _ = vault.load(include_pending=True)
     except (VaultError, KeyProviderError, ValueError) as exc:
         _audit(audit_log, {**record, "outcome": "refused", "error": str(exc)})
         raise
@@ -58,9 +59,10 @@ def reidentify(vault_dir: Path, key_file: Path, pseudonyms: list[str], reason: s
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spark_jobs.stepargs import add_pseudonymisation_args, key_provider_from_args
+
     p = argparse.ArgumentParser(prog="spark_jobs.reidentify", description=__doc__.split("\n\n")[0])
-    p.add_argument("--vault", required=True, type=Path)
-    p.add_argument("--key-file", required=True, type=Path)
+    add_pseudonymisation_args(p, argon2=False)
     p.add_argument("--pseudonyms", required=True, type=Path, help="text file, one pseudonym per line")
     p.add_argument("--out", required=True, type=Path, help="CSV written: pseudonym,raw_id (mode 0600)")
     p.add_argument("--reason", required=True)
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     wanted = [line.strip() for line in args.pseudonyms.read_text(encoding="utf-8").splitlines() if line.strip()]
     try:
-        found = reidentify(args.vault, args.key_file, wanted, args.reason, args.audit_log)
+        keys, vault_root, _ = key_provider_from_args(args)
+        found = reidentify(vault_root, keys, wanted, args.reason, args.audit_log)
     except (VaultError, KeyProviderError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,12 +1,12 @@
-"""Pseudonyms and the encrypted raw-ID -> pseudonym vault (issue #3, core; pipeline wiring to follow).
+"""Pseudonyms and the encrypted raw-ID -> pseudonym vault (docs/pseudonymisation.md).
 
 Pseudonym: argon2id over the raw identifier with the region's secret pepper as salt, fixed parameters
 recorded in the vault, lower-case hex. The same raw value gives the same pseudonym in every table.
 
 Vault: one file per version under `<vault root>/versions/`, and a `CURRENT` file naming the version
-in use. A version file is
+in use; ingest runs add `pending/<run>.delta` files in the same format. A version file is
     line 1: a JSON header (format, created_at, argon2 parameters, master key id, the version's data
-            key wrapped by the master key with AES-256-GCM, payload nonce),
+            key wrapped by the region's key provider (keys.py), payload nonce),
     rest:   the mapping, compressed and encrypted with AES-256-GCM under the data key, the header
             bound to it as associated data (a changed header or payload byte fails authentication).
 Saving writes the new version file completely, then switches CURRENT with an atomic rename: a crash

@@ -188,3 +188,37 @@ def test_latin1_num_enq_iso_delivery(tmp_path):
     assert linked > 0
     names = [n for (n,) in con.execute(f"SELECT PHA_MED_NOM FROM '{tmp_path}/ingest/IR_PHA_R/*.parquet'").fetchall()]
     assert any("É" in n for n in names if n)
+
+
+@pytest.mark.parametrize("problem", ["wrong_key", "missing_key", "tampered_vault", "argon2_changed"])
+def test_key_or_vault_problems_stop_ingest_before_any_output(synth_delivery, tmp_path, problem):
+    """Wrong or missing key, damaged vault, changed argon2 parameters: exit 1 with a message naming
+    the key or vault, and nothing written to the lake (not even staging directories)."""
+    from spark_jobs.ingest import main
+    from spark_jobs.keys import LocalKeyFile
+
+    ingest_delivery("duckdb", synth_delivery, tmp_path / "first", run_id="first")
+    vault = tmp_path / "first" / "vault"
+    key = region_key_file(tmp_path / "first" / "vault-keys").path
+    argon2 = list(FAST_ARGON2_ARGS)
+    if problem == "wrong_key":
+        key = LocalKeyFile.create(tmp_path / "other.key").path
+    elif problem == "missing_key":
+        key = tmp_path / "nowhere.key"
+    elif problem == "tampered_vault":
+        delta = next((vault / "pending").iterdir())
+        blob = bytearray(delta.read_bytes())
+        blob[-3] ^= 1
+        delta.write_bytes(bytes(blob))
+    else:
+        argon2[1] = "2"
+    lake = tmp_path / "lake"
+    code = main(["--engine", "duckdb", "--input", str(synth_delivery), "--output", str(lake / "ingest"),
+                 "--quarantine", str(lake / "quarantine"), "--report", str(tmp_path / "r.json"), "--release", "r",
+                 "--run-id", "x", "--vault", str(vault), "--key-file", str(key), *argon2])
+    assert code == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    expected = {"wrong_key": "wrong key", "missing_key": "nowhere.key: missing",
+                "tampered_vault": "fails authentication", "argon2_changed": "every pseudonym would change"}[problem]
+    assert report["status"] == "failed" and expected in report["error"], report["error"]
+    assert not lake.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +148,29 @@ def test_reidentification_needs_key_and_reason_and_is_audited(tmp_path):
     outcomes = [json.loads(line)["outcome"] for line in audit.read_text().splitlines()]
     assert outcomes == ["granted", "refused", "refused"]  # refused attempts are audited too
     assert "B" * 17 not in audit.read_text()
+
+
+def test_pending_deltas_checked_merged_and_crash_safe(tmp_path, monkeypatch):
+    keys = LocalKeyFile.create(tmp_path / "k.key")
+    vault = Vault(tmp_path / "vault", keys)
+    vault.save({"A" * 17: "aa"}, FAST)
+    vault.add_pending("run-1", {"B" * 17: "bb"}, FAST)
+    assert vault.load() == ({"A" * 17: "aa"}, FAST)
+    assert vault.load(include_pending=True)[0] == {"A" * 17: "aa", "B" * 17: "bb"}
+    assert b"BBBBB" not in (tmp_path / "vault" / "pending" / "run-1.delta").read_bytes()
+    # A crash after the new version is written but before the deltas are deleted loses nothing:
+    # merging them again is a no-op.
+    monkeypatch.setattr(Path, "unlink", lambda self, *a, **k: (_ for _ in ()).throw(OSError("crash (simulated)")))
+    with pytest.raises(OSError, match="simulated"):
+        vault.commit_pending()
+    monkeypatch.undo()
+    assert vault.current_version() == "v000002"
+    assert vault.commit_pending() == {"version": "v000002", "merged_deltas": 1, "new_entries": 0, "entries": 2}
+    # A delta that maps a known identifier elsewhere (another pepper) is refused, as is a damaged one.
+    vault.add_pending("run-2", {"A" * 17: "zz"}, FAST)
+    with pytest.raises(VaultError, match="run-2.delta: gives another pseudonym"):
+        vault.load(include_pending=True)
+    (tmp_path / "vault" / "pending" / "run-2.delta").write_bytes(b"garbage")
+    with pytest.raises(VaultError, match="run-2.delta: not a vault file"):
+        vault.commit_pending()
+    assert vault.load()[0] == {"A" * 17: "aa", "B" * 17: "bb"}  # the current version is untouched

@@ -164,6 +164,24 @@ def standalone() -> None:
     os.execvpe("airflow", ["airflow", "standalone"], env)
 
 
+def region_keys(action: str, region_name: str | None) -> int:
+    """The region's key and vault administration (spark_jobs.keyadmin) with the region's settings."""
+    from spark_jobs.keyadmin import main as keyadmin
+
+    regions = load_regions()
+    if region_name and region_name not in regions:
+        raise SystemExit(f"unknown region {region_name!r}; known: {', '.join(regions)}")
+    region = regions[region_name] if region_name else default_region(regions)
+    args = region.pseudonymisation_args()
+    if action != "check":
+        args = args[: args.index("--argon2-time-cost")]
+    else:
+        args += ["--lake", str(region.lake_root)]
+        if region.key_provider.get("create_if_missing"):
+            args.append("--create-key")
+    return keyadmin([action, *args])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="snds_operators.localrun", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -173,9 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--region", default=None, help="region name (default: the default region)")
     r.add_argument("--engine", default=None, choices=["duckdb", "spark"], help="override the region's engine")
     sub.add_parser("airflow", help="airflow standalone with the project's DAGs")
+    k = sub.add_parser("keys", help="check the region's key and vault, merge pending deltas, or rotate the key")
+    k.add_argument("action", choices=["check", "commit", "rotate"])
+    k.add_argument("--region", default=None, help="region name (default: the default region)")
     args = p.parse_args(argv)
     if args.cmd == "run":
         run_release(region_name=args.region, release=args.release, input_dir=args.input, engine=args.engine)
+    elif args.cmd == "keys":
+        return region_keys(args.action, args.region)
     else:
         standalone()
     return 0
