@@ -1,11 +1,16 @@
-"""`make bench`: generator and ingest throughput, per size and per engine, against an I/O floor.
+"""`make bench`: generator, ingest and pseudonymisation throughput, per size and engine, against an I/O floor.
 
 For each size (default 10,000 and 50,000 beneficiaries over 3 years) it generates a synthetic delivery,
 then, on the same files and in the same run:
-- ingest on DuckDB (`python -m spark_jobs.ingest --engine duckdb`),
-- ingest on Spark (`spark-submit --master local[N] spark_jobs/ingest.py --engine spark`),
 - the I/O floor: DuckDB's plain CSV -> Parquet conversion of every file (type sniffing, no validation,
-  no quarantine), i.e. the least work any ingest must do.
+  no quarantine, no pseudonymisation), i.e. the least work any ingest must do;
+- a first ingest on DuckDB with an empty vault (every identifier new; cheap argon2 parameters, so
+  that this run measures the collect/hash/join machinery rather than argon2 itself);
+- ingest on DuckDB (`python -m spark_jobs.ingest --engine duckdb`) and on Spark (`spark-submit
+  --master local[N] spark_jobs/ingest.py --engine spark`) with that vault: the steady state of a new
+  release whose patients are known, where every identifier is looked up and none is hashed.
+Then the cost of hashing itself, with the production argon2 parameters (t=2, 19 MiB): a cold ingest
+of a 2,000-beneficiary delivery on each engine, reported as new identifiers per second per core.
 Each is a separate process; wall time and peak RSS (largest process of its tree) are recorded.
 Results go to a JSON file and a table is printed. This is a benchmark, not a test.
 """
@@ -24,7 +29,10 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+from spark_jobs.keys import LocalKeyFile  # noqa: E402
 from spark_jobs.spark_conf import SPARK_QUIET_CONF, SPARK_SQL_CONF  # noqa: E402
+
+FAST_ARGON2 = ["--argon2-time-cost", "1", "--argon2-memory-kib", "64", "--argon2-parallelism", "1"]
 PY = sys.executable
 SPARK_SUBMIT = str(Path(PY).parent / "spark-submit")
 
@@ -91,27 +99,68 @@ def bench_size(n: int, years: str, work: Path, cores: int, engines: list[str]) -
     floor = measured([PY, "-c", _FLOOR, str(delivery), str(work / f"floor-n{n}"), str(cores)],
                      log=logs / f"floor-n{n}.log")
     result["io_floor"] = floor
-    for engine in engines:
+    secure = work / f"secure-n{n}"
+    shutil.rmtree(secure, ignore_errors=True)
+    key = LocalKeyFile.create(secure / "region.key").path
+    runs = [("duckdb", "first run, empty vault")] + [(e, "vault warm") for e in engines]
+    for engine, label in runs:
         out = work / f"lake-n{n}-{engine}"
-        args = ["--engine", engine, "--input", str(delivery), "--output", str(out / "ingest"),
-                "--quarantine", str(out / "quarantine"), "--report", str(out / "ingest.json"),
-                "--release", f"bench-{n}", "--run-id", "bench"]
-        print(f"[n={n}] ingest on {engine} ...", flush=True)
-        if engine == "duckdb":
-            cmd = [PY, "-m", "spark_jobs.ingest", *args, "--duckdb-threads", str(cores)]
-        else:
-            confs = [a for k, v in {**SPARK_QUIET_CONF, **SPARK_SQL_CONF}.items() for a in ("--conf", f"{k}={v}")]
-            cmd = [SPARK_SUBMIT, "--master", f"local[{cores}]", "--driver-memory", "6g", *confs,
-                   str(PROJECT_ROOT / "spark_jobs" / "ingest.py"), *args]
-        m = measured(cmd, env={"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": PY}, log=logs / f"ingest-n{n}-{engine}.log")
-        report = json.loads((out / "ingest.json").read_text())
+        report, m = run_ingest(engine, delivery, out, secure / "vault", key, cores, FAST_ARGON2,
+                               logs / f"ingest-n{n}-{engine}-{label.split()[0]}.log", f"bench-{n}")
         assert report["totals"]["rows_read"] == rows, (report["totals"], rows)
+        ps = report["pseudonymisation"]
         m["rows_per_s_per_core"] = round(rows / m["seconds"] / cores)
         m["ratio_to_io_floor"] = round(m["seconds"] / floor["seconds"], 2)
         m["quarantined"] = report["totals"]["quarantined"]
-        result["engines"][engine] = m
+        m["identifiers"], m["hashed"] = ps["identifiers"], ps["hashed"]
+        m["pseudonymise_seconds"] = round(ps["collect_seconds"] + ps["hash_seconds"], 2)
+        result["engines"][engine if label == "vault warm" else f"{engine} (empty vault)"] = m
+        print(f"[n={n}]   {m['seconds']} s, {ps['identifiers']:,} identifiers, {ps['hashed']:,} hashed", flush=True)
         shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(work / f"floor-n{n}", ignore_errors=True)
+    shutil.rmtree(secure, ignore_errors=True)
+    return result
+
+
+def run_ingest(engine: str, delivery: Path, out: Path, vault: Path, key: Path, cores: int, argon2: list[str],
+               log: Path, release: str) -> tuple[dict, dict]:
+    args = ["--engine", engine, "--input", str(delivery), "--output", str(out / "ingest"),
+            "--quarantine", str(out / "quarantine"), "--report", str(out / "ingest.json"),
+            "--release", release, "--run-id", f"bench-{engine}", "--vault", str(vault), "--key-file", str(key), *argon2]
+    print(f"[{release}] ingest on {engine} ...", flush=True)
+    if engine == "duckdb":
+        cmd = [PY, "-m", "spark_jobs.ingest", *args, "--duckdb-threads", str(cores)]
+    else:
+        confs = [a for k, v in {**SPARK_QUIET_CONF, **SPARK_SQL_CONF}.items() for a in ("--conf", f"{k}={v}")]
+        cmd = [SPARK_SUBMIT, "--master", f"local[{cores}]", "--driver-memory", "6g", *confs,
+               str(PROJECT_ROOT / "spark_jobs" / "ingest.py"), *args]
+    m = measured(cmd, env={"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": PY}, log=log)
+    return json.loads((out / "ingest.json").read_text()), m
+
+
+def bench_hashing(n: int, years: str, work: Path, cores: int, engines: list[str]) -> dict:
+    """New identifiers per second per core with the production argon2 parameters (cold vault)."""
+    delivery = work / f"delivery-hash-n{n}"
+    shutil.rmtree(delivery, ignore_errors=True)
+    subprocess.run([PY, "-m", "snds_synth", "--n", str(n), "--seed", "2", "--years", years, "--out", str(delivery),
+                    "--quiet"], check=True, cwd=PROJECT_ROOT, capture_output=True)
+    result = {"beneficiaries": n, "argon2": {"time_cost": 2, "memory_cost_kib": 19456, "parallelism": 1}, "engines": {}}
+    for engine in engines:
+        secure = work / f"secure-hash-{engine}"
+        shutil.rmtree(secure, ignore_errors=True)
+        key = LocalKeyFile.create(secure / "region.key").path
+        out = work / f"lake-hash-{engine}"
+        report, m = run_ingest(engine, delivery, out, secure / "vault", key, cores, [],
+                               work / "logs" / f"hash-{engine}.log", f"hash-{n}")
+        ps = report["pseudonymisation"]
+        result["engines"][engine] = {
+            "identifiers_hashed": ps["hashed"], "hash_seconds": ps["hash_seconds"], "ingest_seconds": m["seconds"],
+            "identifiers_per_s_per_core": round(ps["hashed"] / ps["hash_seconds"] / cores, 1),
+        }
+        print(f"[hash] {engine}: {ps['hashed']:,} identifiers hashed in {ps['hash_seconds']} s", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(secure, ignore_errors=True)
+    shutil.rmtree(delivery, ignore_errors=True)
     return result
 
 
@@ -127,11 +176,20 @@ def print_table(results: list[dict], cores: int) -> None:
     print(f"({cores} cores; rows/s per core = input rows / ingest seconds / cores)")
 
 
+def print_hashing(h: dict, cores: int) -> None:
+    print()
+    print(f"argon2id t=2, 19 MiB, cold vault, {h['beneficiaries']:,} beneficiaries:")
+    for engine, m in h["engines"].items():
+        print(f"  {engine:>7}: {m['identifiers_hashed']:,} new identifiers hashed in {m['hash_seconds']:.1f} s "
+              f"= {m['identifiers_per_s_per_core']} identifiers/s/core (whole ingest {m['ingest_seconds']:.1f} s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="10000,50000")
     p.add_argument("--years", default="2019-2021")
     p.add_argument("--engines", default="duckdb,spark")
+    p.add_argument("--hash-size", type=int, default=2000, help="beneficiaries of the hashing benchmark (0: skip)")
     p.add_argument("--work", default=str(PROJECT_ROOT / "var" / "bench"))
     p.add_argument("--out", default=str(PROJECT_ROOT / "var" / "bench" / "results.json"))
     args = p.parse_args(argv)
@@ -139,14 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results = [bench_size(int(n), args.years, work, cores, args.engines.split(",")) for n in args.sizes.split(",")]
+    hashing = bench_hashing(args.hash_size, args.years, work, cores, args.engines.split(",")) if args.hash_size else None
     payload = {
         "machine": {"cores": cores, "platform": platform.platform(), "python": platform.python_version()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": results,
+        "hashing": hashing,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
     print_table(results, cores)
+    if hashing:
+        print_hashing(hashing, cores)
     print(f"results: {args.out}")
     return 0
 

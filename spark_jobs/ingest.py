@@ -114,7 +114,10 @@ def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: Ingest
     else:
         engine.register_rows("release_ids", ["raw_id"], [])
     collected = time.monotonic()
+    engine.create_view("new_ids", sqlrender.render("pseudonymise/new_identifiers.sql"), materialize=True)
+    engine.spread("new_ids")  # argon2 is the costly part: every core gets a share
     engine.create_view("new_pseudonyms", sqlrender.render("pseudonymise/hash_new_identifiers.sql"), materialize=True)
+    engine.drop_view("new_ids")
     engine.create_view("id_map", sqlrender.render("pseudonymise/release_id_map.sql"), materialize=True)
     new = dict(engine.rows("SELECT raw_id, pseudonym FROM new_pseudonyms"))
     (identifiers,), = engine.rows("SELECT count(*) FROM release_ids")

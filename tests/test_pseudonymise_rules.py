@@ -33,12 +33,14 @@ def test_only_new_identifiers_are_hashed_once(engine):
     engine.register_rows("vault_ids", ["raw_id", "pseudonym"], [("AAA", P["AAA"])])
     engine.register_rows("release_ids", ["raw_id"], [("AAA",), ("BBB",), ("CCC",)])
     before = engine.pseudonym_calls()
+    engine.create_view("new_ids", sqlrender.render("pseudonymise/new_identifiers.sql"), materialize=True)
+    engine.spread("new_ids")
     engine.create_view("new_pseudonyms", sqlrender.render("pseudonymise/hash_new_identifiers.sql"), materialize=True)
     engine.create_view("id_map", sqlrender.render("pseudonymise/release_id_map.sql"), materialize=True)
     assert sorted(engine.rows("SELECT raw_id, pseudonym FROM id_map")) == sorted((r, P[r]) for r in ("AAA", "BBB", "CCC"))
     assert sorted(engine.rows("SELECT raw_id FROM new_pseudonyms")) == [("BBB",), ("CCC",)]
     assert engine.pseudonym_calls() - before == 2  # AAA came from the vault; each new one hashed once
-    for view in ("id_map", "new_pseudonyms", "release_ids", "vault_ids"):
+    for view in ("id_map", "new_pseudonyms", "new_ids", "release_ids", "vault_ids"):
         engine.drop_view(view)
 
 

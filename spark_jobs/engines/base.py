@@ -58,6 +58,10 @@ class Engine(abc.ABC):
         available, vectorised and parallel on this engine; `pseudonym_calls()` counts the values it
         hashed, so tests can check that each identifier is hashed once."""
 
+    def spread(self, view: str) -> None:
+        """Spread a materialised view's rows over every core before a costly per-row UDF runs on it.
+        Nothing to do on DuckDB, whose UDF hashes each batch on its own threads."""
+
     @abc.abstractmethod
     def pseudonym_calls(self) -> int:
         """Values hashed by `snds_pseudonym` in this session so far."""

@@ -117,6 +117,18 @@ class SparkEngine(Engine):
         self._counter = counter
         self.spark.udf.register("snds_pseudonym", pandas_udf(snds_pseudonym, "string"))
 
+    def spread(self, view: str) -> None:
+        """A small result often sits in one partition (adaptive execution coalesces it), so one task
+        would hash everything: redistribute it over twice the default parallelism (every core busy,
+        stragglers balanced). Which row lands where does not change any result."""
+        df = self._cached.pop(view, None) or self.spark.table(view)
+        spread = df.repartition(2 * self.spark.sparkContext.defaultParallelism).persist()
+        spread.count()
+        if df.is_cached:
+            df.unpersist()
+        self._cached[view] = spread
+        spread.createOrReplaceTempView(view)
+
     def pseudonym_calls(self) -> int:
         counter = getattr(self, "_counter", None)
         return int(counter.value) if counter is not None else 0
