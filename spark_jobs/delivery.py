@@ -134,9 +134,14 @@ class IngestConfig:
         if bad:
             raise DeliveryError(f"{source}: delivery.date_formats: unsupported {bad}; known: {sorted(DATE_LAYOUTS)}")
         for name, spec in self.tables.items():
-            unknown = set(spec) - {"schema", "required", "yearly"}
+            unknown = set(spec) - {"schema", "required", "yearly", "identifier_columns"}
             if unknown or "schema" not in spec:
-                raise DeliveryError(f"{source}: tables.{name}: needs `schema`, allows required/yearly; got {sorted(spec)}")
+                raise DeliveryError(f"{source}: tables.{name}: needs `schema`, allows required/yearly/identifier_columns; got {sorted(spec)}")
+
+    def is_identifier(self, table: str, column: str) -> bool:
+        """A raw identifier: listed for every table (`identifier_columns`) or for this one
+        (`tables.<TABLE>.identifier_columns`)."""
+        return column in self.identifier_columns or column in self.tables.get(table, {}).get("identifier_columns", ())
 
     # --- schemas -----------------------------------------------------------------------------
     def schema(self, table: str) -> dict:
@@ -147,7 +152,7 @@ class IngestConfig:
 
     def column_kind(self, table: str, field_spec: dict) -> tuple[str, tuple[str, ...]]:
         name = field_spec["name"]
-        if name in self.identifier_columns:
+        if self.is_identifier(table, name):
             return "string", ()
         if name in self.type_overrides:
             return self.type_overrides[name], ()
@@ -231,7 +236,7 @@ class IngestConfig:
                     position=pos,
                     delivered_name=delivered,
                     formats=formats,
-                    identifier=name in self.identifier_columns,
+                    identifier=self.is_identifier(table, name),
                 )
             )
         missing_keys = [k for k in schema.get("primaryKey") or [] if k not in seen]

@@ -100,13 +100,12 @@ def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: Ingest
     sources = []
     for i, f in enumerate(files):
         if f.identifier_columns:
-            engine.read_lines(f"raw_lines_{i}", f.path, cfg.encoding)
+            engine.read_lines(f"raw_lines_{i}", f.path, cfg.encoding, line_numbers=False)
             sources.append({"view": f"raw_lines_{i}", "positions": [c.position for c in f.identifier_columns]})
     if sources:
         engine.create_view(
             "release_ids",
-            sqlrender.render("pseudonymise/release_identifiers.sql", sources=sources, separator=cfg.separator,
-                             placeholders=list(cfg.placeholder_ids)),
+            sqlrender.render("pseudonymise/release_identifiers.sql", sources=sources, separator=cfg.separator),
             materialize=True,
         )
         for source in sources:
@@ -114,13 +113,14 @@ def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: Ingest
     else:
         engine.register_rows("release_ids", ["raw_id"], [])
     collected = time.monotonic()
-    engine.create_view("new_ids", sqlrender.render("pseudonymise/new_identifiers.sql"), materialize=True)
+    engine.create_view("new_ids", sqlrender.render("pseudonymise/new_identifiers.sql",
+                                                   placeholders=list(cfg.placeholder_ids)), materialize=True)
     engine.spread("new_ids")  # argon2 is the costly part: every core gets a share
     engine.create_view("new_pseudonyms", sqlrender.render("pseudonymise/hash_new_identifiers.sql"), materialize=True)
     engine.drop_view("new_ids")
     engine.create_view("id_map", sqlrender.render("pseudonymise/release_id_map.sql"), materialize=True)
     new = dict(engine.rows("SELECT raw_id, pseudonym FROM new_pseudonyms"))
-    (identifiers,), = engine.rows("SELECT count(*) FROM release_ids")
+    (identifiers,), = engine.rows("SELECT count(*) FROM id_map")
     hash_seconds = time.monotonic() - collected
     section = {
         "vault": str(vault.root),

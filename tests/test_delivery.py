@@ -96,3 +96,23 @@ def test_config_errors_name_the_key(tmp_path):
         IngestConfig.load(path)
     with pytest.raises(DeliveryError, match="encoding"):
         IngestConfig.load(encoding="cp1252")
+
+
+def test_identifier_columns_per_table(tmp_path):
+    """A table may declare raw identifiers of its own: typed as strings and pseudonymised."""
+    import yaml
+
+    from conftest import PROJECT_ROOT
+
+    raw = yaml.safe_load((PROJECT_ROOT / "config" / "ingest.yaml").read_text())
+    raw["tables"]["IR_IMB_R"]["identifier_columns"] = ["IMB_ALD_NUM"]
+    path = tmp_path / "ingest.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = IngestConfig.load(path)
+    delivery = tmp_path / "d"
+    delivery.mkdir()
+    (delivery / "IR_IMB_R.csv").write_text("BEN_NIR_PSA;BEN_RNG_GEM;IMB_ALD_NUM;MED_MTF_COD\nA;1;7;C50\n")
+    f = cfg.describe(delivery / "IR_IMB_R.csv")
+    assert [c.name for c in f.identifier_columns] == ["BEN_NIR_PSA", "IMB_ALD_NUM"]
+    assert {c.name: c.kind for c in f.columns}["IMB_ALD_NUM"] == "string"
+    assert not cfg.is_identifier("ER_PRS_F", "IMB_ALD_NUM")

@@ -222,3 +222,52 @@ def test_key_or_vault_problems_stop_ingest_before_any_output(synth_delivery, tmp
                 "tampered_vault": "fails authentication", "argon2_changed": "every pseudonym would change"}[problem]
     assert report["status"] == "failed" and expected in report["error"], report["error"]
     assert not lake.exists()
+
+
+def test_linkage_preserved_against_the_truth(duckdb_run, synth_delivery):
+    """Every patient of a true PMSI stay appears, under the same pseudonym, in the PMSI chaining table,
+    in IR_BEN_R and (when the patient has outpatient care) in ER_PRS_F."""
+    import csv
+
+    from spark_jobs.vault import Vault
+
+    out, _ = duckdb_run
+    mapping, _ = Vault(out / "vault", region_key_file(out / "vault-keys")).load(include_pending=True)
+    with open(synth_delivery / "_truth" / "events" / "stays.csv", encoding="utf-8") as fh:
+        stay_patients = {row["patient_id"] for row in csv.DictReader(fh)}
+    with open(synth_delivery / "_truth" / "events" / "consults.csv", encoding="utf-8") as fh:
+        dcir_patients = {row["patient_id"] for row in csv.DictReader(fh)}
+    con = duckdb.connect()
+
+    def pseudonyms(sql):
+        return {p for (p,) in con.execute(sql.format(lake=out / "ingest")).fetchall()}
+
+    pmsi = pseudonyms("SELECT NIR_ANO_17 FROM read_parquet('{lake}/T_*aaC/*/*.parquet', union_by_name = true)")
+    ben = pseudonyms("SELECT BEN_NIR_PSA FROM '{lake}/IR_BEN_R/*.parquet'")
+    prs = pseudonyms("SELECT BEN_NIR_PSA FROM '{lake}/ER_PRS_F/*.parquet'")
+    assert stay_patients and all(len(mapping[p]) == 64 for p in stay_patients)
+    assert {mapping[p] for p in stay_patients} <= pmsi & ben
+    both = stay_patients & dcir_patients
+    assert both and {mapping[p] for p in both} <= prs
+    assert not (pmsi | ben | prs) & set(mapping)  # no raw value in the lake
+
+
+def test_another_pepper_gives_other_pseudonyms(duckdb_run, synth_delivery, tmp_path):
+    """Same release, another region key (pepper): not one pseudonym in common; same rows otherwise."""
+    from spark_jobs.ingest import Pseudonymisation, run_ingest
+    from spark_jobs.delivery import IngestConfig
+    from spark_jobs.engines import open_engine
+    from spark_jobs.keys import LocalKeyFile
+    from spark_jobs.vault import Vault
+
+    from helpers import FAST_ARGON2
+
+    out, first = duckdb_run
+    with open_engine("duckdb") as eng:
+        other = run_ingest(eng, synth_delivery, tmp_path / "ingest", tmp_path / "quarantine", IngestConfig.load(), "o",
+                           Pseudonymisation(Vault(tmp_path / "vault", LocalKeyFile.create(tmp_path / "k.key")), FAST_ARGON2))
+    assert other["totals"] == first["totals"]
+    con = duckdb.connect()
+    a = {p for (p,) in con.execute(f"SELECT BEN_NIR_PSA FROM '{out}/ingest/IR_BEN_R/*.parquet'").fetchall()}
+    b = {p for (p,) in con.execute(f"SELECT BEN_NIR_PSA FROM '{tmp_path}/ingest/IR_BEN_R/*.parquet'").fetchall()}
+    assert len(a) == len(b) == first["tables"]["IR_BEN_R"]["rows"] and not a & b

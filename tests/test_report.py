@@ -46,3 +46,16 @@ def test_summary_fails_on_truth_mismatch(tmp_path):
     summary = json.loads(path.read_text())
     assert summary["status"] == "success" and "truth_check" not in summary
     assert list(summary)[:5] == ["summary_version", "region", "release", "run_id", "engine"]
+
+
+def test_truth_check_compares_rows_dropped_by_the_rules_ingest_applies():
+    report = _ingest_report(10, {})
+    report["rules_applied"] = ["pmsi_placeholder_nir"]
+    f = report["tables"]["ER_PRS_F"]["files"][0]
+    truth = {"files": {"ER_PRS_F.csv": {"rows": 10, "quarantine": {},
+                                        "cleaning": {"pmsi_placeholder_nir": 2, "mco_error_ghm": 1}}}}
+    f["dropped_by_rule"] = {"pmsi_placeholder_nir": 2}
+    assert truth_check({"ingest": report}, truth)["status"] == "match"  # later rules are not ingest's
+    f["dropped_by_rule"] = {}
+    bad = truth_check({"ingest": report}, truth)
+    assert bad["status"] == "mismatch" and "dropped by rule {}" in bad["differences"][0]

@@ -43,10 +43,11 @@ class Engine(abc.ABC):
         return sql
 
     @abc.abstractmethod
-    def read_lines(self, view: str, path: Path, encoding: str) -> None:
+    def read_lines(self, view: str, path: Path, encoding: str, line_numbers: bool = True) -> None:
         """Register `view(line VARCHAR, _lineno BIGINT)`: the data lines of a text file, header line
         excluded. `_lineno` increases with the position in the file (not necessarily by one: Spark
-        numbers each split on its own), so `ORDER BY _lineno` restores the file's order."""
+        numbers each split on its own), so `ORDER BY _lineno` restores the file's order. Without
+        `line_numbers` it is NULL, for readers that do not need it (cheaper on DuckDB)."""
 
     @abc.abstractmethod
     def register_rows(self, view: str, columns: list[str], rows: list[tuple]) -> None:

@@ -38,19 +38,24 @@ class DuckDBEngine(Engine):
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
 
-    def read_lines(self, view: str, path: Path, encoding: str) -> None:
+    def read_lines(self, view: str, path: Path, encoding: str, line_numbers: bool = True) -> None:
         enc = _ENCODINGS.get(encoding.lower())
         if enc is None:
             raise ValueError(f"unsupported encoding {encoding!r} (use utf-8 or latin-1)")
         # One VARCHAR column per line: the \x01 delimiter and empty quote never split a line, so
         # splitting into fields is done by the step's SQL, identically on both engines.
-        # row_number() OVER () numbers the lines in file order (insertion order is preserved).
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT line, row_number() OVER () AS _lineno FROM read_csv("
-            f"{_quote_literal(str(path))}, columns = {{'line': 'VARCHAR'}}, delim = '\x01', quote = '', "
+        source = (
+            f"read_csv({_quote_literal(str(path))}, columns = {{'line': 'VARCHAR'}}, delim = '\x01', quote = '', "
             f"escape = '', header = true, auto_detect = false, strict_mode = false, "
             f"encoding = {_quote_literal(enc)})"
         )
+        if not line_numbers:
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT line, NULL::BIGINT AS _lineno FROM {source}")
+            return
+        # Line numbers: the lines are loaded into a table (in file order: insertion order is kept) and
+        # its rowid numbers them. row_number() OVER () would do the same but serialises the whole read.
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {view}__lines AS SELECT line FROM {source}")
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT line, rowid AS _lineno FROM {view}__lines")
 
     def register_rows(self, view: str, columns: list[str], rows: list[tuple]) -> None:
         import pyarrow as pa
@@ -102,10 +107,10 @@ class DuckDBEngine(Engine):
         )
 
     def drop_view(self, view: str) -> None:
-        # The same name is either a view or a materialised table.
-        for kind in ("VIEW", "TABLE"):
+        # The same name is either a view or a materialised table (plus the lines table of read_lines).
+        for kind, name in (("VIEW", view), ("TABLE", view), ("TABLE", f"{view}__lines")):
             try:
-                self.con.execute(f"DROP {kind} IF EXISTS {view}")
+                self.con.execute(f"DROP {kind} IF EXISTS {name}")
             except duckdb.CatalogException:
                 pass
 

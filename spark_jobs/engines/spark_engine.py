@@ -68,7 +68,7 @@ class SparkEngine(Engine):
         self.spark = spark
         self._cached: dict[str, object] = {}
 
-    def read_lines(self, view: str, path: Path, encoding: str) -> None:
+    def read_lines(self, view: str, path: Path, encoding: str, line_numbers: bool = True) -> None:
         enc = _ENCODINGS.get(encoding.lower())
         if enc is None:
             raise ValueError(f"unsupported encoding {encoding!r} (use utf-8 or latin-1)")
@@ -87,7 +87,7 @@ class SparkEngine(Engine):
             .csv(str(path))
         )
         # monotonically_increasing_id: (split index, row within split), i.e. file order, stable for
-        # the same file and settings.
+        # the same file and settings; cheap, so given even when not asked for.
         from pyspark.sql import functions as F
 
         df.select("line", F.monotonically_increasing_id().alias("_lineno")).createOrReplaceTempView(view)

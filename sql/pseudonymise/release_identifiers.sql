@@ -4,9 +4,9 @@
   the 1-based positions of its identifier fields). Every line counts, valid or not, so that the
   identifiers of quarantined lines are pseudonymised too. Only the identifier fields are cut out of
   each line (split_part), which is much cheaper than parsing the whole file.
-  Output: raw_id (distinct, pseudonymisable).
+  Output: raw_id, distinct, as delivered: blanks and placeholders are filtered out by the next step,
+  on this small table (filtering here would make DuckDB re-split every line for each condition).
 -#}
-{%- from "pseudonymise/_identifiers.sql" import pseudonymisable -%}
 SELECT DISTINCT raw_id
 FROM (
     {%- for source in sources %}
@@ -17,4 +17,3 @@ FROM (
     {%- endfor %}
     {%- endfor %}
 ) AS identifier_fields
-WHERE {{ pseudonymisable("raw_id", placeholders) }}
