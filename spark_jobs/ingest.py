@@ -118,7 +118,7 @@ def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: Ingest
     engine.spread("new_ids")  # argon2 is the costly part: every core gets a share
     engine.create_view("new_pseudonyms", sqlrender.render("pseudonymise/hash_new_identifiers.sql"), materialize=True)
     engine.drop_view("new_ids")
-    engine.create_view("id_map", sqlrender.render("pseudonymise/release_id_map.sql"), materialize=True)
+    engine.create_view("id_map", sqlrender.render("pseudonymise/release_id_map.sql"), materialize=True, lookup=True)
     new = dict(engine.rows("SELECT raw_id, pseudonym FROM new_pseudonyms"))
     (identifiers,), = engine.rows("SELECT count(*) FROM id_map")
     hash_seconds = time.monotonic() - collected
@@ -161,10 +161,12 @@ def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir: Pa
     quarantined, dropped = sum(by_reason.values()), sum(by_rule.values())
     total = rows + quarantined + dropped  # every parsed line is in exactly one group
     columns = ", ".join(sqlrender.ident(c.name) for c in f.columns_in_schema_order)
-    # In line order, whatever the identifier joins did to it: byte-identical reruns.
+    # In line order, whatever the identifier joins did to it: byte-identical reruns. (Without
+    # identifier columns there is no join, and both engines keep the file's order by themselves.)
+    order = "_lineno" if f.identifier_columns else None
     engine.write_parquet(
-        f"SELECT {columns}, _lineno FROM parsed WHERE _reason IS NULL AND _dropped_by IS NULL",
-        out_dir / f.partition, order_by="_lineno",
+        f"SELECT {columns}{', _lineno' if order else ''} FROM parsed WHERE _reason IS NULL AND _dropped_by IS NULL",
+        out_dir / f.partition, order_by=order,
     )
     if quarantined:
         engine.write_parquet(

@@ -68,9 +68,10 @@ class Engine(abc.ABC):
         """Values hashed by `snds_pseudonym` in this session so far."""
 
     @abc.abstractmethod
-    def create_view(self, view: str, sql: str, materialize: bool = False) -> None:
+    def create_view(self, view: str, sql: str, materialize: bool = False, lookup: bool = False) -> None:
         """Register `view` as the result of `sql` (authoring dialect). `materialize` computes it once
-        so that several outputs can be taken from it without recomputing."""
+        so that several outputs can be taken from it without recomputing. `lookup` says the view is
+        a lookup table joined to big ones (Spark broadcasts it when it is small enough)."""
 
     @abc.abstractmethod
     def rows(self, sql: str) -> list[tuple]:

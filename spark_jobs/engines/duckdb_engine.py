@@ -86,7 +86,7 @@ class DuckDBEngine(Engine):
     def pseudonym_calls(self) -> int:
         return getattr(self, "_hashed", 0)
 
-    def create_view(self, view: str, sql: str, materialize: bool = False) -> None:
+    def create_view(self, view: str, sql: str, materialize: bool = False, lookup: bool = False) -> None:
         kind = "TABLE" if materialize else "VIEW"
         self.con.execute(f"CREATE OR REPLACE TEMP {kind} {view} AS {sql}")
 

@@ -19,6 +19,14 @@ _ENCODINGS = {"utf-8": "UTF-8", "utf8": "UTF-8", "latin-1": "ISO-8859-1", "iso-8
 
 _REGEX_META = set(".$|()[{^?*+\\")
 
+# Lookup tables (the release's raw -> pseudonym map: two short strings a row) up to this size are
+# broadcast to every join; beyond it (tens of millions of patients) Spark's shuffle joins take over.
+_LOOKUP_ROW_BYTES = 160
+
+
+def _broadcast_limit() -> int:
+    return int(os.environ.get("SNDS_SPARK_BROADCAST_MAX_MB", "512")) * 2**20
+
 
 def _literal_split(node):
     """DuckDB's string_split(x, ';') splits on a plain string; Spark's split takes a regex, and sqlglot
@@ -133,12 +141,19 @@ class SparkEngine(Engine):
         counter = getattr(self, "_counter", None)
         return int(counter.value) if counter is not None else 0
 
-    def create_view(self, view: str, sql: str, materialize: bool = False) -> None:
+    def create_view(self, view: str, sql: str, materialize: bool = False, lookup: bool = False) -> None:
         df = self.spark.sql(self.transpile(sql))
+        rows = None
         if materialize:
             df = df.persist()
-            df.count()  # compute once, now
+            rows = df.count()  # compute once, now
             self._cached[view] = df
+        if lookup and rows is not None and rows * _LOOKUP_ROW_BYTES <= _broadcast_limit():
+            # A join with a big table then keeps that table's partitions and row order, instead of
+            # shuffling and sorting both sides (what happens above spark.sql.autoBroadcastJoinThreshold).
+            from pyspark.sql.functions import broadcast
+
+            df = broadcast(df)
         df.createOrReplaceTempView(view)
 
     def rows(self, sql: str) -> list[tuple]:
