@@ -129,14 +129,23 @@ def human_summary(summary: dict) -> str:
         )
         for table, t in sorted(step.get("tables", {}).items()):
             q = f", {t['quarantined']:,} quarantined" if t.get("quarantined") else ""
-            lines.append(f"    {table:<12} {t['rows']:>10,} rows{q}")
+            d = f", {t['dropped']:,} dropped by rule" if t.get("dropped") else ""
+            lines.append(f"    {table:<12} {t['rows']:>10,} rows{q}{d}")
         by_reason = step.get("quarantine", {}).get("by_reason", {})
         if by_reason:
             lines.append("    quarantine: " + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason.items())))
+        by_rule = step.get("dropped_by_rule", {})
+        if by_rule:
+            lines.append("    dropped by rule: " + ", ".join(f"{r} {sum(t.values()):,}" for r, t in sorted(by_rule.items())))
+        ps = step.get("pseudonymisation")
+        if ps:
+            lines.append(
+                f"    pseudonymised: {ps['identifiers']:,} distinct identifiers, {ps['known']:,} from vault "
+                f"{ps['vault_version'] or '(new)'}, {ps['hashed']:,} hashed in {ps['hash_seconds']:.1f} s")
     check = summary.get("truth_check")
     if check:
         if check["status"] == "match":
-            lines.append(f"  truth check: rows and quarantine reasons of all {check['files']} files match the generator's truth")
+            lines.append(f"  truth check: rows, quarantine reasons and rule drops of all {check['files']} files match the generator's truth")
         else:
             lines.append(f"  truth check: {check['status'].upper()}")
             lines += [f"    {d}" for d in check.get("differences", [])[:20]]
