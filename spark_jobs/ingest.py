@@ -19,6 +19,7 @@ aside and swapped in at the end, so a failed or re-run step never leaves partial
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -81,6 +82,21 @@ def parse_sql(f: DeliveredFile, cfg: IngestConfig) -> str:
     )
 
 
+@contextlib.contextmanager
+def undecodable_is_delivery_error(files: list[DeliveredFile], encoding: str):
+    """A file that is not valid in the delivery's encoding is a delivery error naming the file. The
+    reader's own message quotes the offending line, so it is never repeated (identifiers)."""
+    try:
+        yield
+    except Exception as exc:
+        message = str(exc)
+        if "unicode" not in message.lower() and "decod" not in message.lower():
+            raise
+        named = [f.path for f in files if str(f.path) in message] or [f.path for f in files]
+        raise DeliveryError(f"{', '.join(map(str, named))}: not valid {encoding} (invalid byte sequence); "
+                            "check delivery.encoding") from None
+
+
 def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: IngestConfig,
                          pseudo: Pseudonymisation) -> tuple[dict, dict[str, str]]:
     """Registers `id_map(raw_id, pseudonym)` for every identifier of the release and returns the
@@ -101,13 +117,15 @@ def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: Ingest
     for i, f in enumerate(files):
         if f.identifier_columns:
             engine.read_lines(f"raw_lines_{i}", f.path, cfg.encoding, line_numbers=False)
-            sources.append({"view": f"raw_lines_{i}", "positions": [c.position for c in f.identifier_columns]})
+            sources.append({"view": f"raw_lines_{i}", "positions": [c.position for c in f.identifier_columns],
+                            "fields": len(f.columns)})
     if sources:
-        engine.create_view(
-            "release_ids",
-            sqlrender.render("pseudonymise/release_identifiers.sql", sources=sources, separator=cfg.separator),
-            materialize=True,
-        )
+        with undecodable_is_delivery_error([f for f in files if f.identifier_columns], cfg.encoding):
+            engine.create_view(
+                "release_ids",
+                sqlrender.render("pseudonymise/release_identifiers.sql", sources=sources, separator=cfg.separator),
+                materialize=True,
+            )
         for source in sources:
             engine.drop_view(source["view"])
     else:
@@ -146,8 +164,9 @@ def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: Ingest
 def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir: Path, quarantine_dir: Path) -> dict:
     """Parse one delivered file; write its valid rows and its quarantine. Returns its counts."""
     started = time.monotonic()
-    engine.read_lines("raw_lines", f.path, cfg.encoding)
-    engine.create_view("parsed", parse_sql(f, cfg), materialize=True)
+    with undecodable_is_delivery_error([f], cfg.encoding):
+        engine.read_lines("raw_lines", f.path, cfg.encoding)
+        engine.create_view("parsed", parse_sql(f, cfg), materialize=True)
     by_reason: dict[str, int] = {}
     by_rule: dict[str, int] = {}
     rows = 0
@@ -317,9 +336,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("ingest failed: %s", exc)
         return 1
     except Exception as exc:
+        # Unexpected: the frames are logged for debugging, the message is not (an engine's message
+        # may quote delivered data, identifiers included).
+        import traceback
+
         report["status"] = "failed"
         report["error"] = type(exc).__name__
-        raise
+        log.error("ingest failed with an unexpected %s (message withheld: it may quote delivered data)\n%s",
+                  type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+        return 2
     finally:
         report["seconds"] = round(time.monotonic() - t0, 3)
         write_json_atomic(report_path, report)

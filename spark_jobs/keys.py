@@ -47,15 +47,23 @@ def _write_private(path: Path, payload: dict, exclusive: bool) -> None:
     """Write a JSON secret file with mode 0600; `exclusive` refuses to overwrite, otherwise the file
     is replaced atomically (write aside, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    target = path if exclusive else path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(target, flags, 0o600)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        tmp.unlink()  # a stale one from a crash: never reuse its permissions
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
-    if not exclusive:
-        os.replace(target, path)
+    # Complete or absent, never half-written: link (refuses an existing file) or rename into place.
+    try:
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 class LocalKeyFile:
@@ -152,6 +160,8 @@ class LocalKeyFile:
                                             base64.b64decode(wrapped["ciphertext"]), b"snds-vault-1")
         except InvalidTag:
             raise KeyProviderError(f"key file {self.path}: master key {wrapped['key_id']} fails to unwrap: wrong key") from None
+        except (ValueError, KeyError, TypeError):
+            raise KeyProviderError(f"key file {self.path}: the wrapped data key is damaged") from None
 
     def rotate(self) -> str:
         """Add a new active master key; the previous one is kept as retired (it can still unwrap older
@@ -210,9 +220,11 @@ class KmsKeyProvider:
         if self._pepper is None:
             if not self.pepper_path.exists():
                 raise KeyProviderError(f"KMS pepper {self.pepper_path}: missing")
-            data = json.loads(self.pepper_path.read_text(encoding="utf-8"))
-            self._pepper = self._call("Decrypt (pepper)", self.client.decrypt,
-                                      CiphertextBlob=base64.b64decode(data["ciphertext"]),
+            try:
+                blob = base64.b64decode(json.loads(self.pepper_path.read_text(encoding="utf-8"))["ciphertext"])
+            except (ValueError, KeyError, TypeError):
+                raise KeyProviderError(f"KMS pepper {self.pepper_path}: damaged") from None
+            self._pepper = self._call("Decrypt (pepper)", self.client.decrypt, CiphertextBlob=blob,
                                       EncryptionContext=PEPPER_CONTEXT)["Plaintext"]
         return self._pepper
 
@@ -227,8 +239,12 @@ class KmsKeyProvider:
     def unwrap(self, wrapped: dict) -> bytes:
         if wrapped.get("provider") != self.kind:
             raise KeyProviderError(f"KMS key {self.key_arn}: the data key was wrapped by {wrapped.get('key_id')}: wrong key")
-        return self._call("Decrypt", self.client.decrypt, KeyId=wrapped["key_id"],
-                          CiphertextBlob=base64.b64decode(wrapped["ciphertext"]),
+        try:
+            blob = base64.b64decode(wrapped["ciphertext"])
+            key_id = wrapped["key_id"]
+        except (ValueError, KeyError, TypeError):
+            raise KeyProviderError(f"KMS key {self.key_arn}: the wrapped data key is damaged") from None
+        return self._call("Decrypt", self.client.decrypt, KeyId=key_id, CiphertextBlob=blob,
                           EncryptionContext=WRAP_CONTEXT)["Plaintext"]
 
 

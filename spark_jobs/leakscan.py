@@ -33,6 +33,8 @@ def delivery_identifiers(delivery: Path, cfg: IngestConfig) -> set[str]:
             next(fh, None)
             for line in fh:
                 fields = line.rstrip("\r\n").split(cfg.separator)
+                if len(fields) != len(f.columns):
+                    continue  # positions mean nothing in a malformed line (the quarantine masks its fields)
                 for p in positions:
                     if p < len(fields):
                         v = fields[p]

@@ -46,7 +46,7 @@ class Argon2Params:
 
 def is_pseudonymisable(raw: str | None) -> bool:
     """Null, empty and placeholder identifiers (PMSI's unlinkable stays) are never hashed."""
-    return bool(raw) and raw.strip() != "" and raw not in PLACEHOLDER_IDS
+    return bool(raw) and raw.strip() != "" and raw.strip() not in PLACEHOLDER_IDS
 
 
 def pseudonym(raw: str, pepper: bytes, params: Argon2Params = Argon2Params()) -> str:
@@ -93,6 +93,12 @@ def _write_file(path: Path, blob: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    # The rename itself must survive a power loss too.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class Vault:
@@ -134,6 +140,8 @@ class Vault:
             payload_nonce=_b64(payload_nonce),
         )
         head = json.dumps(header, sort_keys=True).encode()
+        if any("\n" in r for r in mapping):
+            raise VaultError(f"vault {self.root}: an identifier contains a line break; it cannot be stored")
         plain = zlib.compress("".join(f"{r}\t{p}\n" for r, p in sorted(mapping.items())).encode("utf-8"))
         return head + b"\n" + AESGCM(data_key).encrypt(payload_nonce, plain, head)
 
@@ -165,8 +173,8 @@ class Vault:
         except InvalidTag:
             raise VaultError(f"vault {path}: the mapping fails authentication: the file is tampered or truncated") from None
         mapping = {}
-        for line in plain.splitlines():
-            raw, _, pseudo = line.partition("\t")
+        for line in plain.split("\n")[:-1] if plain else []:
+            raw, _, pseudo = line.rpartition("\t")  # a pseudonym is hex: the last tab is the separator
             mapping[raw] = pseudo
         if len(mapping) != header["entries"]:
             raise VaultError(f"vault {path}: {len(mapping)} entries, header says {header['entries']}")
@@ -227,9 +235,7 @@ class Vault:
         return version
 
     def _switch(self, version: str) -> None:
-        tmp = self.root / "CURRENT.tmp"
-        tmp.write_text(version + "\n", encoding="utf-8")
-        os.replace(tmp, self.root / "CURRENT")
+        _write_file(self.root / "CURRENT", (version + "\n").encode())
 
     def save(self, mapping: dict[str, str], params: Argon2Params) -> str:
         """Store `mapping` as a new version under a fresh data key; returns the version name."""

@@ -56,7 +56,8 @@ def test_counts_match_the_truth(duckdb_run, synth_truth):
 
 
 def test_quarantine_keeps_pseudonymised_line_and_reason(duckdb_run, synth_delivery):
-    """Each quarantined line is a delivered line with its identifiers replaced by their pseudonyms."""
+    """Each quarantined line is a delivered line with its identifiers replaced by their pseudonyms
+    (and, when it has a missing or extra field, its other fields reduced to their shape)."""
     from spark_jobs.vault import Vault
 
     out, report = duckdb_run
@@ -64,9 +65,15 @@ def test_quarantine_keeps_pseudonymised_line_and_reason(duckdb_run, synth_delive
     con = duckdb.connect()
     rows = con.execute(f"SELECT source_file, reason, raw_line FROM read_parquet('{out}/quarantine/**/*.parquet')").fetchall()
     assert len(rows) == report["quarantine"]["rows"]
+    import re
+
+    def shape(field):  # what the quarantine keeps of a non-identifier field of a malformed line
+        return re.sub("[A-Za-z]", "A", re.sub("[0-9]", "9", field))
+
     for source_file, reason, raw_line in rows:
         lines = (synth_delivery / source_file).read_text(encoding="utf-8").splitlines()
-        expected = {";".join(mapping.get(field, field) for field in line.split(";")) for line in lines}
+        keep = shape if reason == "wrong_column_count" else (lambda field: field)
+        expected = {";".join(mapping.get(field) or keep(field) for field in line.split(";")) for line in lines}
         assert raw_line in expected, (source_file, reason)
         assert not any(field in mapping for field in raw_line.split(";")), (source_file, reason)
 
@@ -271,3 +278,26 @@ def test_another_pepper_gives_other_pseudonyms(duckdb_run, synth_delivery, tmp_p
     a = {p for (p,) in con.execute(f"SELECT BEN_NIR_PSA FROM '{out}/ingest/IR_BEN_R/*.parquet'").fetchall()}
     b = {p for (p,) in con.execute(f"SELECT BEN_NIR_PSA FROM '{tmp_path}/ingest/IR_BEN_R/*.parquet'").fetchall()}
     assert len(a) == len(b) == first["tables"]["IR_BEN_R"]["rows"] and not a & b
+
+
+def test_invalid_bytes_give_a_clear_error_without_the_line(synth_delivery, tmp_path):
+    """A file that is not valid UTF-8: exit 1 naming the file, and no line (identifiers) in the output."""
+    import shutil
+
+    from spark_jobs.ingest import main
+
+    delivery = tmp_path / "d"
+    shutil.copytree(synth_delivery, delivery)
+    raw = (delivery / "IR_BEN_R.csv").read_bytes().split(b"\n")
+    raw[1] = raw[1].replace(b";", b"\xff;", 1)
+    (delivery / "IR_BEN_R.csv").write_bytes(b"\n".join(raw))
+    first_id = raw[1].split(b";")[0].replace(b"\xff", b"").decode()
+    proc = subprocess.run(
+        [sys.executable, "-m", "spark_jobs.ingest", "--engine", "duckdb", "--input", str(delivery),
+         "--output", str(tmp_path / "i"), "--quarantine", str(tmp_path / "q"), "--report", str(tmp_path / "r.json"),
+         "--release", "r", "--run-id", "x", "--vault", str(tmp_path / "vault"),
+         "--key-file", str(region_key_file(tmp_path / "keys").path), *FAST_ARGON2_ARGS],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "IR_BEN_R.csv: not valid utf-8" in proc.stdout
+    assert first_id not in proc.stdout + proc.stderr

@@ -21,11 +21,14 @@ def _lines(engine, tmp_path, name, text):
 
 
 def test_release_identifiers_distinct_all_lines_no_placeholders(engine, tmp_path):
-    _lines(engine, tmp_path, "f1.csv", "ID;X;ID2\nAAA;1;BBB\nAAA;2;\nxxxxxxxxxxxxxxxxx;3;CCC\n;4;XXXXXXXXXXXXXXXXD\n")
+    _lines(engine, tmp_path, "f1.csv",
+           "ID;X;ID2\nAAA;1;BBB\nAAA;2;\nxxxxxxxxxxxxxxxxx;3;CCC\n;4;XXXXXXXXXXXXXXXXD\nEEE;5\n0;EEE;6;FFF\n")
     _lines(engine, tmp_path, "f2.csv", "X;ID\n1;DDD\nbroken line;\n  ;\n")  # the 2nd line is malformed
     sql = sqlrender.render("pseudonymise/release_identifiers.sql", separator=";",
-                           sources=[{"view": "f1", "positions": [1, 3]}, {"view": "f2", "positions": [2]}])
-    # Every distinct value, as delivered; the next step leaves out blanks and placeholders.
+                           sources=[{"view": "f1", "positions": [1, 3], "fields": 3},
+                                    {"view": "f2", "positions": [2], "fields": 2}])
+    # Every distinct value, as delivered; the next step leaves out blanks and placeholders. Lines with
+    # a missing or extra field give nothing: there the positions do not say which field is which.
     assert sorted(r for (r,) in engine.rows(sql)) == sorted(
         ["AAA", "BBB", "CCC", "DDD", "", "xxxxxxxxxxxxxxxxx", "XXXXXXXXXXXXXXXXD"])
 
@@ -74,13 +77,16 @@ def test_identifiers_replaced_and_unlinked_rows_routed(engine, tmp_path, unlinke
     engine.drop_view("parsed")
 
 
-def test_quarantine_lines_carry_pseudonyms_wherever_the_identifier_is(engine, tmp_path):
-    _parse(engine, tmp_path, "NIR;N;OTHER_ID\nAAA;1;BBB\nAAA;x;BBB\n1;BBB\nCCC;2;BBB;AAAA\n", None)
+def test_quarantine_lines_carry_pseudonyms_and_mask_malformed_lines(engine, tmp_path):
+    _parse(engine, tmp_path, "NIR;N;OTHER_ID\nAAA;1;BBB\nAAA;x;BBB\n1;BBB\nCCC;2;BBB;AAAA\nLEAKS1234SHIFT;31/02/2020\n", None)
     sql = sqlrender.render("pseudonymise/quarantine_lines.sql", separator=";", source_file="t.csv")
     got = sorted(engine.rows(f"SELECT source_file, reason, raw_line FROM ({sql}) AS q"))
     assert got == sorted([
         ("t.csv", "bad_integer:N", f"{P['AAA']};x;{P['BBB']}"),
-        ("t.csv", "wrong_column_count", f"1;{P['BBB']}"),  # the identifier moved: still replaced
-        ("t.csv", "wrong_column_count", f"{P['CCC']};2;{P['BBB']};AAAA"),  # a field merely containing one: kept
+        # A line with a missing or extra field: known identifiers become pseudonyms wherever they are,
+        # every other field is reduced to its shape (it could be an unknown identifier).
+        ("t.csv", "wrong_column_count", f"9;{P['BBB']}"),
+        ("t.csv", "wrong_column_count", f"{P['CCC']};9;{P['BBB']};AAAA"),
+        ("t.csv", "wrong_column_count", "AAAAA9999AAAAA;99/99/9999"),
     ])
     engine.drop_view("parsed")
