@@ -40,7 +40,7 @@ from spark_jobs.stepargs import (
     setup_logging,
     step_parser,
 )
-from spark_jobs.vault import Argon2Params, Vault, VaultError, check_separate
+from spark_jobs.vault import Argon2Params, Vault, VaultError, check_params, check_separate
 
 log = logging.getLogger("snds.ingest")
 
@@ -107,10 +107,7 @@ def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: Ingest
     started = time.monotonic()
     vault = pseudo.vault
     known, vault_params = vault.load(include_pending=True)
-    if vault_params is not None and vault_params != pseudo.params:
-        raise VaultError(
-            f"vault {vault.root}: built with argon2 {asdict(vault_params)}, but the region is configured "
-            f"with {asdict(pseudo.params)}: every pseudonym would change; fix the configuration")
+    check_params(vault.root, vault_params, pseudo.params)
     engine.register_pseudonymiser(vault.keys.pepper(), pseudo.params, pseudo.workers)
     engine.register_rows("vault_ids", ["raw_id", "pseudonym"], sorted(known.items()))
     sources = []

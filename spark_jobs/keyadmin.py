@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from spark_jobs.keys import KeyProviderError, LocalKeyFile
-from spark_jobs.vault import Argon2Params, Vault, VaultError, check_separate
+from spark_jobs.vault import Argon2Params, Vault, VaultError, check_params, check_separate
 
 log = logging.getLogger("snds.keys")
 
@@ -36,9 +36,7 @@ def check_keys(keys, vault_root: Path, params: Argon2Params | None, lake_roots: 
     created = keys.provision(create_if_missing)
     vault = Vault(vault_root, keys)
     mapping, vault_params = vault.load(include_pending=True)  # opens and authenticates every file
-    if params is not None and vault_params is not None and vault_params != params:
-        raise VaultError(f"vault {vault_root}: built with argon2 {asdict(vault_params)}, the region is configured "
-                         f"with {asdict(params)}: every pseudonym would change")
+    check_params(vault_root, vault_params, params)
     status = {"vault": str(vault_root), "vault_version": vault.current_version(), "entries": len(mapping),
               "pending_deltas": len(vault.pending_files()), "key_id": keys.key_id(), "key_created": created,
               "argon2": asdict(vault_params or params) if (vault_params or params) else None}

@@ -43,19 +43,19 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_private(path: Path, payload: dict, exclusive: bool) -> None:
-    """Write a JSON secret file with mode 0600; `exclusive` refuses to overwrite, otherwise the file
-    is replaced atomically (write aside, fsync, rename)."""
+def write_private_file(path: Path, blob: bytes, exclusive: bool = False) -> None:
+    """A secret file (mode 0600) written complete or not at all: written aside, fsynced, then linked
+    into place (`exclusive`: an existing file is never overwritten) or renamed over the old one; the
+    directory is fsynced so that the rename survives a power loss."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         tmp.unlink()  # a stale one from a crash: never reuse its permissions
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=1)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(blob)
         fh.flush()
         os.fsync(fh.fileno())
-    # Complete or absent, never half-written: link (refuses an existing file) or rename into place.
     try:
         if exclusive:
             os.link(tmp, path)
@@ -64,6 +64,15 @@ def _write_private(path: Path, payload: dict, exclusive: bool) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_json(path: Path, payload: dict, exclusive: bool) -> None:
+    write_private_file(path, json.dumps(payload, indent=1).encode("utf-8"), exclusive)
 
 
 class LocalKeyFile:
@@ -91,7 +100,7 @@ class LocalKeyFile:
         payload = {"version": KEY_FILE_VERSION, "created_at": _now(),
                    "pepper": _b64(pepper if pepper is not None else os.urandom(32)), "keys": [cls._new_key()]}
         try:
-            _write_private(Path(path), payload, exclusive=True)
+            _write_json(Path(path), payload, exclusive=True)
         except FileExistsError:
             raise KeyProviderError(f"key file {path}: already exists, not overwritten") from None
         return cls(path)
@@ -170,7 +179,7 @@ class LocalKeyFile:
         raw = dict(d["raw"])
         new = self._new_key()
         raw["keys"] = [dict(k, status="retired") for k in raw["keys"]] + [new]
-        _write_private(self.path, raw, exclusive=False)
+        _write_json(self.path, raw, exclusive=False)
         self._data = None
         return new["key_id"]
 
@@ -213,7 +222,7 @@ class KmsKeyProvider:
         pepper = self._call("GenerateRandom", self.client.generate_random, NumberOfBytes=32)["Plaintext"]
         blob = self._call("Encrypt", self.client.encrypt, KeyId=self.key_arn, Plaintext=pepper,
                           EncryptionContext=PEPPER_CONTEXT)["CiphertextBlob"]
-        _write_private(self.pepper_path, {"version": 1, "key_id": self.key_arn, "ciphertext": _b64(blob)}, exclusive=True)
+        _write_json(self.pepper_path, {"version": 1, "key_id": self.key_arn, "ciphertext": _b64(blob)}, exclusive=True)
         return True
 
     def pepper(self) -> bytes:

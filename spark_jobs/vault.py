@@ -25,6 +25,8 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from spark_jobs.keys import KeyProviderError, write_private_file
+
 VAULT_FORMAT = "snds-vault-1"
 PLACEHOLDER_IDS = frozenset({"xxxxxxxxxxxxxxxxx", "XXXXXXXXXXXXXXXXD"})
 _VERSION_RE = re.compile(r"^v[0-9]{6}$")
@@ -72,33 +74,28 @@ def pseudonym_batch(values, pepper: bytes, params: Argon2Params, workers: int = 
         return list(pool.map(lambda v: pseudonym(v, pepper, params), values, chunksize=64))
 
 
+def paths_overlap(a: Path, b: Path) -> bool:
+    """One path is the other or lies inside it."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
 def check_separate(vault_root: Path, lake_root: Path) -> None:
     """The vault must live apart from the lake: neither inside the other."""
-    v, lake = Path(vault_root).resolve(), Path(lake_root).resolve()
-    if v == lake or lake in v.parents or v in lake.parents:
-        raise VaultError(f"vault {v} and lake {lake} overlap: the vault must be stored apart from the lake")
+    if paths_overlap(vault_root, lake_root):
+        raise VaultError(f"vault {Path(vault_root).resolve()} and lake {Path(lake_root).resolve()} overlap: "
+                         "the vault must be stored apart from the lake")
+
+
+def check_params(vault_root: Path, vault_params: Argon2Params | None, params: Argon2Params | None) -> None:
+    """A vault's pseudonyms were made with its argon2 parameters: other ones would change them all."""
+    if vault_params is not None and params is not None and vault_params != params:
+        raise VaultError(f"vault {vault_root}: built with argon2 {asdict(vault_params)}, but the region is configured "
+                         f"with {asdict(params)}: every pseudonym would change; fix the configuration")
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def _write_file(path: Path, blob: bytes) -> None:
-    """A complete private file or none: write aside, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    # The rename itself must survive a power loss too.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class Vault:
@@ -121,7 +118,6 @@ class Vault:
               base_header: dict | None = None) -> bytes:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        from spark_jobs.keys import KeyProviderError
 
         data_key = data_key or AESGCM.generate_key(bit_length=256)
         payload_nonce = os.urandom(12)  # fresh for every encryption under a data key (GCM)
@@ -150,7 +146,6 @@ class Vault:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        from spark_jobs.keys import KeyProviderError
 
         try:
             blob = path.read_bytes()
@@ -207,10 +202,15 @@ class Vault:
         if version is not None:
             mapping, params, _ = self._unseal(self._version_path(version))
         if include_pending:
-            for path in self.pending_files():
-                delta, delta_params, _ = self._unseal(path)
-                params = self._merge(mapping, params, delta, delta_params, path)
+            params = self._add_pending(mapping, params, self.pending_files())
         return mapping, params
+
+    def _add_pending(self, mapping: dict, params, pending: list[Path]):
+        """Adds the deltas of `pending` to `mapping` (each checked like a version); returns the params."""
+        for path in pending:
+            delta, delta_params, _ = self._unseal(path)
+            params = self._merge(mapping, params, delta, delta_params, path)
+        return params
 
     def _merge(self, mapping: dict, params, delta: dict, delta_params, source: Path):
         if params is not None and delta_params != params:
@@ -230,12 +230,12 @@ class Vault:
         """Write a complete new version file, then switch CURRENT to it (atomic rename): a crash at any
         point leaves the previous version current and intact."""
         version = self._next_version()
-        _write_file(self._version_path(version), blob)
+        write_private_file(self._version_path(version), blob)
         self._switch(version)
         return version
 
     def _switch(self, version: str) -> None:
-        _write_file(self.root / "CURRENT", (version + "\n").encode())
+        write_private_file(self.root / "CURRENT", (version + "\n").encode())
 
     def save(self, mapping: dict[str, str], params: Argon2Params) -> str:
         """Store `mapping` as a new version under a fresh data key; returns the version name."""
@@ -248,7 +248,7 @@ class Vault:
         if not re.match(r"^[A-Za-z0-9._-]+$", name):
             raise ValueError(f"pending delta name {name!r}")
         path = self.root / "pending" / f"{name}.delta"
-        _write_file(path, self._seal(delta, params))
+        write_private_file(path, self._seal(delta, params))
         return path
 
     def commit_pending(self) -> dict:
@@ -258,9 +258,7 @@ class Vault:
             return {"version": self.current_version(), "merged_deltas": 0, "new_entries": 0}
         mapping, params = self.load()
         before = len(mapping)
-        for path in pending:
-            delta, delta_params, _ = self._unseal(path)
-            params = self._merge(mapping, params, delta, delta_params, path)
+        params = self._add_pending(mapping, params, pending)
         version = self.save(mapping, params) if len(mapping) > before else self.current_version()
         for path in pending:  # only once the new version is current
             path.unlink()

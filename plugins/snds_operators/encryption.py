@@ -66,8 +66,7 @@ class KeyCheckOperator(_RegionKeysOperator):
         from spark_jobs.keyadmin import check_keys
         from spark_jobs.vault import Argon2Params
 
-        params = Argon2Params(time_cost=self.argon2["time_cost"], memory_cost_kib=self.argon2["memory_cost_kib"],
-                              parallelism=self.argon2["parallelism"])
+        params = Argon2Params(**self.argon2)
         return self._run(check_keys, self._keys(), Path(self.vault_root), params, [Path(self.lake_root)],
                          bool(self.key_provider.get("create_if_missing", False)))
 

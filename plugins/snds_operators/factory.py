@@ -62,14 +62,23 @@ def _xcom(key: str) -> str:
     return "{{ ti.xcom_pull(task_ids='prepare_run')['" + key + "'] }}"
 
 
+#: Settings every DAG of a region shares: triggered by hand, one run at a time (runs of one region
+#: write the same release directories and the same vault), no automatic retry (failures are
+#: deterministic: a bad delivery or a wrong key fails again).
+REGION_DAG_SETTINGS = {
+    "schedule": None,
+    "start_date": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": {"retries": 0},
+}
+
+
 def build_release_dag(region: Region) -> DAG:
     with DAG(
         dag_id=f"snds_release__{region.name}",
         description=f"SNDS delivery -> lake, region {region.name} ({region.engine})",
-        schedule=None,
-        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
-        catchup=False,
-        max_active_runs=1,  # runs of one region write the same release directories
+        **REGION_DAG_SETTINGS,
         tags=["snds", f"region:{region.name}", f"engine:{region.engine}"],
         doc_md=DOC.format(region=region.name, lake=region.lake_root, engine=region.engine, vault=region.vault_root),
         params={
@@ -78,7 +87,6 @@ def build_release_dag(region: Region) -> DAG:
             "input": Param("", type="string", minLength=1,
                            description="Delivery directory (CSV files as CNAM delivers them)"),
         },
-        default_args={"retries": 0},
     ) as dag:
 
         @task(task_id="prepare_run")
@@ -146,13 +154,9 @@ def build_key_rotation_dag(region: Region) -> DAG:
     with DAG(
         dag_id=f"snds_key_rotation__{region.name}",
         description=f"Rotate the vault master key of region {region.name}",
-        schedule=None,
-        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
-        catchup=False,
-        max_active_runs=1,
+        **REGION_DAG_SETTINGS,
         tags=["snds", f"region:{region.name}", "keys"],
         doc_md=ROTATION_DOC.format(region=region.name),
-        default_args={"retries": 0},
     ) as dag:
         keys = region_key_settings(region)
         KeyCheckOperator(task_id="check_keys", **keys) >> KeyRotationOperator(task_id="rotate_key", **keys) \

@@ -172,10 +172,8 @@ def region_keys(action: str, region_name: str | None) -> int:
     if region_name and region_name not in regions:
         raise SystemExit(f"unknown region {region_name!r}; known: {', '.join(regions)}")
     region = regions[region_name] if region_name else default_region(regions)
-    args = region.pseudonymisation_args()
-    if action != "check":
-        args = args[: args.index("--argon2-time-cost")]
-    else:
+    args = region.pseudonymisation_args(argon2=action == "check")
+    if action == "check":
         args += ["--lake", str(region.lake_root)]
         if region.key_provider.get("create_if_missing"):
             args.append("--create-key")

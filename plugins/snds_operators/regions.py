@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from spark_jobs.vault import paths_overlap
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 REGIONS_DIR = PROJECT_ROOT / "config" / "regions"
 ENGINES = ("duckdb", "spark")
@@ -48,21 +50,20 @@ class Region:
     def spark_conn_id(self) -> str:
         return self.spark["conn_id"]
 
-    def pseudonymisation_args(self) -> list[str]:
-        """The step arguments naming the region's vault, key provider and argon2 parameters."""
+    def pseudonymisation_args(self, argon2: bool = True) -> list[str]:
+        """The step arguments naming the region's vault, key provider and (with `argon2`) argon2
+        parameters."""
         kp = self.key_provider
         if kp["type"] == "local_file":
             keys = ["--key-file", str(kp["path"])]
         else:
             keys = ["--kms-key-arn", kp["key_arn"], "--kms-region", kp["region_name"]]
-        a = self.argon2
-        return ["--vault", str(self.vault_root), *keys, "--argon2-time-cost", str(a["time_cost"]),
-                "--argon2-memory-kib", str(a["memory_cost_kib"]), "--argon2-parallelism", str(a["parallelism"])]
-
-
-def _overlap(a: Path, b: Path) -> bool:
-    a, b = a.resolve(), b.resolve()
-    return a == b or a in b.parents or b in a.parents
+        args = ["--vault", str(self.vault_root), *keys]
+        if argon2:
+            a = self.argon2
+            args += ["--argon2-time-cost", str(a["time_cost"]), "--argon2-memory-kib", str(a["memory_cost_kib"]),
+                     "--argon2-parallelism", str(a["parallelism"])]
+        return args
 
 
 def _pseudonymisation(path: Path, raw: dict, lake_root: Path) -> tuple[Path, dict, dict]:
@@ -77,7 +78,7 @@ def _pseudonymisation(path: Path, raw: dict, lake_root: Path) -> tuple[Path, dic
     if "://" in str(raw["vault_root"]) and not str(raw["vault_root"]).startswith("file://"):
         raise RegionConfigError(f"{path}: pseudonymisation.vault_root: only local paths are supported so far")
     vault_root = _resolve(str(raw["vault_root"]))
-    if _overlap(vault_root, lake_root):
+    if paths_overlap(vault_root, lake_root):
         raise RegionConfigError(
             f"{path}: pseudonymisation.vault_root {vault_root} overlaps lake_root {lake_root}: "
             "the vault must be stored apart from the lake")
@@ -92,7 +93,7 @@ def _pseudonymisation(path: Path, raw: dict, lake_root: Path) -> tuple[Path, dic
             f"got {sorted(kp)}")
     if kind == "local_file":
         kp["path"] = _resolve(str(kp["path"]))
-        if _overlap(kp["path"], lake_root):
+        if paths_overlap(kp["path"], lake_root):
             raise RegionConfigError(f"{path}: pseudonymisation.key_provider.path {kp['path']} is inside the lake")
     argon2 = {"time_cost": 2, "memory_cost_kib": 19 * 1024, "parallelism": 1, **(raw.get("argon2") or {})}
     if set(argon2) - _ARGON2_KEYS or not all(isinstance(v, int) and v > 0 for v in argon2.values()):
