@@ -30,16 +30,10 @@ from pathlib import Path
 
 from spark_jobs import sqlrender
 from spark_jobs.delivery import DeliveredFile, DeliveryError, IngestConfig
-from spark_jobs.engines import Engine, local_path, open_engine, replace_directory
+from spark_jobs.engines import Engine, local_path, replace_directory
 from spark_jobs.keys import KeyProviderError
-from spark_jobs.report import now_utc, write_json_atomic
-from spark_jobs.stepargs import (
-    add_pseudonymisation_args,
-    engine_settings,
-    key_provider_from_args,
-    setup_logging,
-    step_parser,
-)
+from spark_jobs.stepargs import add_pseudonymisation_args, key_provider_from_args, step_parser
+from spark_jobs.steprun import AccountingError, parquet_rows, run_step
 from spark_jobs.vault import Argon2Params, Vault, VaultError, check_params, check_separate
 
 log = logging.getLogger("snds.ingest")
@@ -55,17 +49,6 @@ class Pseudonymisation:
     vault: Vault
     params: Argon2Params
     workers: int = 1
-
-
-class AccountingError(RuntimeError):
-    """Rows read differ from rows written plus rows quarantined."""
-
-
-def parquet_rows(directory: Path) -> int:
-    """Rows in the Parquet files of a directory, from their footers."""
-    import pyarrow.parquet as pq
-
-    return sum(pq.read_metadata(p).num_rows for p in sorted(directory.glob("*.parquet")))
 
 
 def parse_sql(f: DeliveredFile, cfg: IngestConfig) -> str:
@@ -302,57 +285,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hash-workers", type=int, default=None,
                    help="threads hashing identifiers on DuckDB (default: --duckdb-threads or all cores)")
     add_pseudonymisation_args(p)
-    args = p.parse_args(argv)
-    setup_logging()
-    started, t0 = now_utc(), time.monotonic()
-    report = {
-        "step": STEP,
-        "engine": args.engine,
-        "release": args.release,
-        "run_id": args.run_id,
-        "started_at": started,
-        "inputs": {"delivery": args.input},
-        "outputs": {"ingest": args.output, "quarantine": args.quarantine},
-    }
-    report_path = local_path(args.report)
-    try:
+
+    def body(args, engine: Engine) -> dict:
         cfg = IngestConfig.load(args.config, encoding=args.encoding, patient_id_column=args.patient_id_column)
         keys, vault_root, params = key_provider_from_args(args)
         workers = args.hash_workers or args.duckdb_threads or os.cpu_count() or 1
         pseudo = Pseudonymisation(Vault(vault_root, keys), params, workers)
-        with open_engine(args.engine, **engine_settings(args)) as engine:
-            report.update(
-                run_ingest(engine, local_path(args.input), local_path(args.output), local_path(args.quarantine),
-                           cfg, args.run_id, pseudo)
-            )
-        report["status"] = "success"
-    except (DeliveryError, AccountingError, VaultError, KeyProviderError) as exc:
-        # Expected failures: a clear one-line message, no traceback (messages name files, never values).
-        report["status"] = "failed"
-        report["error"] = f"{type(exc).__name__}: {exc}"
-        log.error("ingest failed: %s", exc)
-        return 1
-    except Exception as exc:
-        # Unexpected: the frames are logged for debugging, the message is not (an engine's message
-        # may quote delivered data, identifiers included).
-        import traceback
+        result = run_ingest(engine, local_path(args.input), local_path(args.output), local_path(args.quarantine),
+                            cfg, args.run_id, pseudo)
+        ps = result["pseudonymisation"]
+        log.info("ingest: %d distinct identifiers, %d hashed", ps["identifiers"], ps["hashed"])
+        return result
 
-        report["status"] = "failed"
-        report["error"] = type(exc).__name__
-        log.error("ingest failed with an unexpected %s (message withheld: it may quote delivered data)\n%s",
-                  type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
-        return 2
-    finally:
-        report["seconds"] = round(time.monotonic() - t0, 3)
-        write_json_atomic(report_path, report)
-    t, ps = report["totals"], report["pseudonymisation"]
-    log.info(
-        "ingest done: %d rows read, %d written, %d quarantined, %d dropped by rule; %d identifiers, "
-        "%d hashed; in %.1f s",
-        t["rows_read"], t["rows_written"], t["quarantined"], t["dropped_by_rule"], ps["identifiers"], ps["hashed"],
-        report["seconds"],
-    )
-    return 0
+    return run_step(STEP, p, body, argv,
+                    inputs=lambda a: {"delivery": a.input},
+                    outputs=lambda a: {"ingest": a.output, "quarantine": a.quarantine},
+                    expected=(DeliveryError, VaultError, KeyProviderError))
 
 
 if __name__ == "__main__":

@@ -52,12 +52,11 @@ def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def truth_check(steps: dict, manifest: dict) -> dict:
-    """Compare the ingest report with a synthetic delivery's truth (`_truth/manifest.json`):
-    per file, rows read, quarantine counts by reason, and rows dropped by the rules ingest applies."""
-    ingest = steps.get("ingest")
-    if not ingest or ingest.get("status") != "success":
-        return {"status": "not_checked", "reason": "ingest did not succeed"}
+#: The generator's `cleaning_stays` rule names that differ per source.
+_STAY_RULES = {"error_group": {"MCO": "mco_error_ghm", "SSR": "ssr_error_gme", "HAD": "had_error_ghpc"}}
+
+
+def _check_ingest(ingest: dict, manifest: dict) -> list[str]:
     got = {f["file"]: f for t in ingest["tables"].values() for f in t["files"]}
     rules = set(ingest.get("rules_applied", []))
     differences = []
@@ -75,8 +74,69 @@ def truth_check(steps: dict, manifest: dict) -> dict:
             if f.get("dropped_by_rule", {}) != planted:
                 differences.append(f"{name}: dropped by rule {f.get('dropped_by_rule')}, truth {planted}")
     differences += [f"{name}: ingested, not in the truth" for name in sorted(set(got) - set(manifest["files"]))]
+    return differences
+
+
+def _check_clean(steps: dict, manifest: dict, ingest_rules: set[str]) -> list[str]:
+    """Rows removed per rule and table, and stays removed per rule and source."""
+    removed: dict[str, dict[str, int]] = {}
+    stays: dict[str, dict[str, int]] = {}
+    for step in ("clean_dcir", "clean_pmsi"):
+        for rule, tables in steps[step].get("dropped_by_rule", {}).items():
+            removed.setdefault(rule, {}).update(tables)
+        for rule, sources in steps[step].get("stays_removed_by_rule", {}).items():
+            stays.setdefault(rule, {}).update(sources)
+    differences = []
+    for rule, tables in sorted(manifest.get("cleaning", {}).items()):
+        if rule in ingest_rules:
+            continue  # applied (and checked) by ingest
+        for table, n in sorted(tables.items()):
+            got = removed.get(rule, {}).get(table, 0)
+            if got != n:
+                differences.append(f"clean: {rule} removed {got} {table} rows, truth {n}")
+    for rule, sources in sorted(manifest.get("cleaning_stays", {}).items()):
+        for source, n in sorted(sources.items()):
+            name = _STAY_RULES.get(rule, {}).get(source, rule)
+            if name in ingest_rules:
+                continue
+            got = stays.get(name, {}).get(source, 0)
+            if got != n:
+                differences.append(f"clean: {name} removed {got} {source} stays, truth {n}")
+    return differences
+
+
+def _check_model(model: dict, manifest: dict) -> tuple[list[str], list[str]]:
+    """Rows per event table; returns (differences, truth tables this pipeline does not build)."""
+    differences, unchecked = [], []
+    for table, n in sorted(manifest.get("events", {}).items()):
+        t = model["tables"].get(table)
+        if t is None:
+            unchecked.append(table)
+        elif t["rows"] != n:
+            differences.append(f"model: {table} has {t['rows']} rows, truth {n}")
+    return differences, unchecked
+
+
+def truth_check(steps: dict, manifest: dict) -> dict:
+    """Compare the step reports with a synthetic delivery's truth (`_truth/manifest.json`): per file,
+    rows read, quarantine counts by reason and rows dropped by the rules ingest applies; rows removed
+    by each cleaning rule per table and stays per source; rows per event table of the model. Steps
+    that did not run are reported as not checked."""
+    ingest = steps.get("ingest")
+    if not ingest or ingest.get("status") != "success":
+        return {"status": "not_checked", "reason": "ingest did not succeed"}
+    differences = _check_ingest(ingest, manifest)
+    checked = ["ingest"]
+    if all(steps.get(s, {}).get("status") == "success" for s in ("clean_dcir", "clean_pmsi")):
+        differences += _check_clean(steps, manifest, set(ingest.get("rules_applied", [])))
+        checked.append("clean")
+    unchecked_events = []
+    if steps.get("model", {}).get("status") == "success":
+        model_diff, unchecked_events = _check_model(steps["model"], manifest)
+        differences += model_diff
+        checked.append("model")
     return {"status": "match" if not differences else "mismatch", "files": len(manifest["files"]),
-            "differences": differences}
+            "checked": checked, "events_not_built": unchecked_events, "differences": differences}
 
 
 def assemble_summary(run_dir: Path, *, region: str, release: str, run_id: str, engine: str,
@@ -130,7 +190,7 @@ def human_summary(summary: dict) -> str:
         for table, t in sorted(step.get("tables", {}).items()):
             q = f", {t['quarantined']:,} quarantined" if t.get("quarantined") else ""
             d = f", {t['dropped']:,} dropped by rule" if t.get("dropped") else ""
-            lines.append(f"    {table:<12} {t['rows']:>10,} rows{q}{d}")
+            lines.append(f"    {table:<20} {t['rows']:>10,} rows{q}{d}")
         by_reason = step.get("quarantine", {}).get("by_reason", {})
         if by_reason:
             lines.append("    quarantine: " + ", ".join(f"{r} {n:,}" for r, n in sorted(by_reason.items())))
@@ -145,7 +205,8 @@ def human_summary(summary: dict) -> str:
     check = summary.get("truth_check")
     if check:
         if check["status"] == "match":
-            lines.append(f"  truth check: rows, quarantine reasons and rule drops of all {check['files']} files match the generator's truth")
+            lines.append(f"  truth check ({', '.join(check.get('checked', ['ingest']))}): rows, quarantine reasons, rule "
+                         f"drops of all {check['files']} files and the event counts match the generator's truth")
         else:
             lines.append(f"  truth check: {check['status'].upper()}")
             lines += [f"    {d}" for d in check.get("differences", [])[:20]]

@@ -21,6 +21,15 @@ def sql_string(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def sql_list(values) -> str:
+    """A list of code values as the inside of `IN (...)`: numbers as numbers, text quoted."""
+    values = list(values)
+    if not values:
+        raise ValueError("an empty code list cannot be used in IN (...)")
+    return ", ".join(str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else sql_string(v)
+                     for v in values)
+
+
 def ident(name: str) -> str:
     """A quoted SQL identifier (SNDS names are upper case and must stay so)."""
     if '"' in name:
@@ -41,6 +50,8 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["sql_string"] = sql_string
     env.filters["ident"] = ident
+    env.filters["sql_list"] = sql_list
+    env.filters["prefix"] = lambda name, prefix: prefix + name
     env.globals["raise"] = _raise
     return env
 

@@ -18,6 +18,8 @@ from snds_operators.operators import step_operator
 from snds_operators.regions import Region, load_regions
 
 RELEASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: The steps of a release run, each one job on the region's engine (spark_jobs/<module>.py).
+STEPS = ("ingest", "clean_dcir", "clean_pmsi", "merge", "model")
 
 DOC = """\
 ### SNDS release pipeline, region `{region}`
@@ -31,7 +33,9 @@ Trigger with the release id and the delivery directory, e.g.
 Steps: `prepare_run` (checks the parameters, fixes the run's paths) -> `check_keys` (the region's key
 opens its vault, kept apart from the lake at `{vault}`) -> `ingest` (CSV -> typed, pseudonymised
 Parquet + quarantine) -> `update_vault` (new identifiers sealed into a new vault version) ->
-`summarize` (writes `runs/release=<release>/<run>/summary.json`).
+`clean_dcir` and `clean_pmsi` in parallel (the cleaning rules, with rows removed per rule) -> `merge`
+(item tables by year and source) -> `model` (the event tables) -> `summarize` (writes
+`runs/release=<release>/<run>/summary.json`). Each step replaces its zone of the release atomically.
 """
 
 ROTATION_DOC = """\
@@ -49,13 +53,14 @@ def safe_run_id(run_id: str) -> str:
 
 
 def run_paths(lake_root: Path, release: str, run_id: str) -> dict[str, str]:
+    """The zones a run of `release` writes (each step replaces its zone atomically) and its reports."""
     run_dir = lake_root / "runs" / f"release={release}" / safe_run_id(run_id)
-    return {
-        "ingest": str(lake_root / "ingest" / f"release={release}"),
-        "quarantine": str(lake_root / "quarantine" / f"release={release}"),
-        "run_dir": str(run_dir),
-        "ingest_report": str(run_dir / "steps" / "ingest.json"),
-    }
+    paths = {zone: str(lake_root / zone / f"release={release}")
+             for zone in ("ingest", "quarantine", "clean", "merge", "model")}
+    paths["run_dir"] = str(run_dir)
+    for step in STEPS:
+        paths[f"{step}_report"] = str(run_dir / "steps" / f"{step}.json")
+    return paths
 
 
 def _xcom(key: str) -> str:
@@ -101,20 +106,32 @@ def build_release_dag(region: Region) -> DAG:
             Path(paths["run_dir"], "steps").mkdir(parents=True, exist_ok=True)
             return paths
 
+        common = ["--release", _xcom("release"), "--run-id", _xcom("run_id"), "--config", str(region.ingest_config)]
         ingest = step_operator(
-            task_id="ingest",
-            step="ingest",
-            region=region,
-            step_args=[
-                "--input", _xcom("input"),
-                "--output", _xcom("ingest"),
-                "--quarantine", _xcom("quarantine"),
-                "--report", _xcom("ingest_report"),
-                "--release", _xcom("release"),
-                "--run-id", _xcom("run_id"),
-                "--config", str(region.ingest_config),
-                *region.pseudonymisation_args(),
-            ],
+            task_id="ingest", step="ingest", region=region,
+            step_args=["--input", _xcom("input"), "--output", _xcom("ingest"), "--quarantine", _xcom("quarantine"),
+                       "--report", _xcom("ingest_report"), *common, *region.pseudonymisation_args()],
+        )
+        clean = {
+            source: step_operator(
+                task_id=f"clean_{source}",
+                step="clean",
+                region=region,
+                step_args=["--source", source, "--input", _xcom("ingest"),
+                           "--output", _xcom("clean") + f"/{source}", "--report", _xcom(f"clean_{source}_report"),
+                           *common],
+            )
+            for source in ("dcir", "pmsi")
+        }
+        merge = step_operator(
+            task_id="merge", step="merge", region=region,
+            step_args=["--input", _xcom("clean"), "--output", _xcom("merge"), "--report", _xcom("merge_report"),
+                       *common],
+        )
+        model = step_operator(
+            task_id="model", step="model", region=region,
+            step_args=["--input", _xcom("merge"), "--ingest", _xcom("ingest"), "--output", _xcom("model"),
+                       "--report", _xcom("model_report"), *common],
         )
         keys = region_key_settings(region)
         check_keys = KeyCheckOperator(task_id="check_keys", **keys)
@@ -146,7 +163,7 @@ def build_release_dag(region: Region) -> DAG:
 
         paths = prepare_run()
         done = summarize(paths)
-        paths >> check_keys >> ingest >> update_vault >> done
+        paths >> check_keys >> ingest >> update_vault >> [clean["dcir"], clean["pmsi"]] >> merge >> model >> done
     return dag
 
 

@@ -78,10 +78,15 @@ class Engine(abc.ABC):
         """Run a query (authoring dialect) returning a small result."""
 
     @abc.abstractmethod
+    def columns(self, view: str) -> list[str]:
+        """The column names of a registered view, in order."""
+
+    @abc.abstractmethod
     def write_parquet(self, sql: str, directory: Path, order_by: str | None = None) -> None:
         """Write the result of `sql` (authoring dialect) as Parquet files in `directory` (created),
-        named part-00000.parquet, part-00001.parquet, ... in a deterministic order. With `order_by`,
-        `sql` also selects that column: rows are written in its order and the column is left out
+        named part-00000.parquet, part-00001.parquet, ... in a deterministic order. With `order_by`
+        (one column, or several as "a, b"), `sql` also selects those columns: rows are written in
+        their order and the columns are left out
         (a full sort on DuckDB; on Spark a sort within each partition, since a global sort's range
         boundaries come from a sample that varies from run to run)."""
 

@@ -93,11 +93,14 @@ class DuckDBEngine(Engine):
     def rows(self, sql: str) -> list[tuple]:
         return self.con.execute(sql).fetchall()
 
+    def columns(self, view: str) -> list[str]:
+        return [row[0] for row in self.con.execute(f"DESCRIBE {view}").fetchall()]
+
     def write_parquet(self, sql: str, directory: Path, order_by: str | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / "part-00000.parquet"
         if order_by:
-            sql = f"SELECT * EXCLUDE ({order_by}) FROM ({sql}) AS result ORDER BY {order_by}"
+            sql = f"SELECT * EXCLUDE ({order_by}) FROM ({sql}) AS result ORDER BY {order_by}"  # "a, b" too
         self.con.execute(f"COPY ({sql}) TO {_quote_literal(str(target))} (FORMAT parquet, COMPRESSION zstd)")
 
     def read_parquet(self, view: str, directory: Path) -> None:

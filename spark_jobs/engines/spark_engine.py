@@ -64,6 +64,11 @@ class SparkEngine(Engine):
                 # Plain `python -m spark_jobs.<step> --engine spark` (not under spark-submit, which
                 # sets the master itself): run on all local cores.
                 builder = builder.master(os.environ.get("SNDS_SPARK_MASTER", "local[*]"))
+                # Spark's default of 200 shuffle partitions makes every join, window and DISTINCT of
+                # a one-machine run pay for 200 tiny tasks; a few per core is enough here (clusters
+                # set their own value through the region's spark.conf).
+                builder = builder.config("spark.sql.shuffle.partitions",
+                                         os.environ.get("SNDS_SPARK_SHUFFLE_PARTITIONS", str(2 * (os.cpu_count() or 1))))
                 for key, value in SPARK_QUIET_CONF.items():
                     builder = builder.config(key, value)
             for key, value in SPARK_SQL_CONF.items():
@@ -159,13 +164,17 @@ class SparkEngine(Engine):
     def rows(self, sql: str) -> list[tuple]:
         return [tuple(r) for r in self.spark.sql(self.transpile(sql)).collect()]
 
+    def columns(self, view: str) -> list[str]:
+        return list(self.spark.table(view).columns)
+
     def write_parquet(self, sql: str, directory: Path, order_by: str | None = None) -> None:
         staging = directory.with_name(directory.name + ".__spark")
         if staging.exists():
             shutil.rmtree(staging)
         df = self.spark.sql(self.transpile(sql))
         if order_by:
-            df = df.sortWithinPartitions(order_by).drop(order_by)
+            columns = [c.strip() for c in order_by.split(",")]
+            df = df.sortWithinPartitions(*columns).drop(*columns)
         df.write.mode("overwrite").parquet(str(staging))
         directory.mkdir(parents=True, exist_ok=True)
         # Spark names parts part-<index>-<random uuid>-c000...; keep the index, drop the randomness,

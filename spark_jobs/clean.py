@@ -1,0 +1,232 @@
+"""Clean step: the cleaning rules of RULES.md on one source family, as named SQL units.
+
+    python -m spark_jobs.clean --engine duckdb --source dcir --input INGEST_ZONE --output CLEAN_ZONE/dcir \
+        --report REPORT.json --release R --run-id ID
+    spark-submit spark_jobs/clean.py --engine spark --source pmsi ...   (same arguments)
+
+`--source dcir`: line rules (sql/clean/dcir/rules/), then régularisations netted into one line per
+claim, detail tables following their line. `--source pmsi`: stays of MCO/SSR/HAD built from their B
+and C rows, stay rules (sql/clean/pmsi/rules/), every table's rows following their stay, stay dates
+reconstructed. Code lists and thresholds come from config/clean.yaml.
+
+Output: the same tables and columns (PMSI chaining tables gain `stay_start`, `stay_end`), minus the
+removed rows, written aside and switched in at the end. Per table: rows in = rows out + rows removed
+by each named rule, or the step fails; the report gives the counts per rule and table.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from spark_jobs import sqlrender
+from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
+from spark_jobs.engines import Engine, local_path
+from spark_jobs.stepargs import step_parser
+from spark_jobs.steprun import AccountingError, StagedOutputs, StepError, register_table, run_step, schema_columns
+
+log = logging.getLogger("snds.clean")
+
+SOURCES = ("dcir", "pmsi")
+DCIR_RULES = ("dcir_for_information", "dcir_for_information_strict", "dcir_bse_prs_nat_0", "dcir_ete_ind_taa_1")
+PMSI_RULES = ("pmsi_bad_chaining", "pmsi_geographic_finess_duplicate", "mco_error_ghm", "ssr_error_gme",
+              "had_error_ghpc", "mco_ghs_9999")
+
+
+def load_clean_config(path: str | Path | None = None) -> dict:
+    """config/clean.yaml, checked: every rule named there has its SQL file, every table is known."""
+    path = Path(path) if path else CONFIG_DIR / "clean.yaml"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh)
+    except OSError as exc:
+        raise StepError(f"{path}: cannot read the cleaning configuration ({exc.strerror})") from None
+    for family in SOURCES:
+        if family not in (cfg or {}):
+            raise StepError(f"{path}: missing section `{family}`")
+    for name in cfg["dcir"]["line_rules"]:
+        if not (sqlrender.SQL_DIR / "clean" / "dcir" / "rules" / f"{name}.sql").exists():
+            raise StepError(f"{path}: dcir.line_rules.{name}: no SQL file sql/clean/dcir/rules/{name}.sql")
+    for src, spec in cfg["pmsi"]["sources"].items():
+        for name in spec["rules"]:
+            if name not in cfg["pmsi"]["rules"]:
+                raise StepError(f"{path}: pmsi.sources.{src}.rules: {name} has no settings under pmsi.rules")
+            if not (sqlrender.SQL_DIR / "clean" / "pmsi" / "rules" / f"{name}.sql").exists():
+                raise StepError(f"{path}: pmsi.sources.{src}.rules: no SQL file sql/clean/pmsi/rules/{name}.sql")
+    return cfg
+
+
+def _fate_counts(engine: Engine, view: str) -> tuple[int, dict[str, int]]:
+    kept, removed = 0, {}
+    for rule, n in engine.rows(f"SELECT _removed_by, count(*) FROM {view} GROUP BY _removed_by"):
+        if rule is None:
+            kept = int(n)
+        else:
+            removed[rule] = int(n)
+    return kept, dict(sorted(removed.items()))
+
+
+class Attrition:
+    """Rows in, out and removed per rule, per table; checked against what was written."""
+
+    def __init__(self):
+        self.tables: dict[str, dict] = {}
+
+    def record(self, table: str, rows_in: int, kept: int, removed: dict[str, int], written: int, seconds: float):
+        if written != kept or rows_in != kept + sum(removed.values()):
+            raise AccountingError(
+                f"{table}: {rows_in} rows in, {kept} kept and {sum(removed.values())} removed by rule, "
+                f"but {written} rows were written"
+            )
+        self.tables[table] = {"rows_read": rows_in, "rows": kept, "dropped": sum(removed.values()),
+                              "dropped_by_rule": removed, "seconds": round(seconds, 3)}
+        log.info("clean %s: %d rows in, %d kept, %s (%.1f s)", table, rows_in, kept,
+                 ", ".join(f"{r} {n}" for r, n in removed.items()) or "none removed", seconds)
+
+    def sections(self) -> dict:
+        by_rule: dict[str, dict[str, int]] = {}
+        for table, t in sorted(self.tables.items()):
+            for rule, n in t["dropped_by_rule"].items():
+                by_rule.setdefault(rule, {})[table] = n
+        return {
+            "tables": self.tables,
+            "dropped_by_rule": {r: by_rule[r] for r in sorted(by_rule)},
+            "totals": {
+                "rows_read": sum(t["rows_read"] for t in self.tables.values()),
+                "rows_written": sum(t["rows"] for t in self.tables.values()),
+                "dropped_by_rule": sum(t["dropped"] for t in self.tables.values()),
+            },
+        }
+
+
+def _column_names(icfg: IngestConfig, table: str) -> list[str]:
+    return [c for c, _ in schema_columns(icfg, table)]
+
+
+def clean_dcir(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestConfig, ccfg: dict) -> dict:
+    cfg = ccfg["dcir"]
+    attrition = Attrition()
+    rows_in = {t: register_table(engine, ingest, t, icfg) or 0 for t in ["ER_PRS_F", *cfg["detail_tables"]]}
+    rules = []
+    for name, spec in cfg["line_rules"].items():
+        spec = dict(spec or {})
+        if spec.pop("enabled", True):
+            rules.append({"name": name, "reads": spec.pop("reads", "ER_PRS_F"), **spec})
+    detail_rules: dict[str, list[dict]] = {}
+    for rule in rules:
+        if rule["reads"] != "ER_PRS_F":
+            if rule["reads"] not in cfg["detail_tables"]:
+                raise StepError(f"clean.yaml: dcir.line_rules.{rule['name']}: reads: {rule['reads']} is not a detail table")
+            detail_rules.setdefault(rule["reads"], []).append(rule)
+    params = {"join_keys": cfg["join_keys"], "amount_columns": cfg["amount_columns"],
+              "regularisation": cfg["regularisation"], "line_columns": _column_names(icfg, "ER_PRS_F")}
+    started = time.monotonic()
+    engine.create_view("dcir_line_rules", sqlrender.render("clean/dcir/dcir_line_rules.sql", rules=rules,
+                                                           detail_rules=detail_rules, **params))
+    engine.create_view("dcir_lines", sqlrender.render("clean/dcir/dcir_regularisation.sql", **params), materialize=True)
+    kept, removed = _fate_counts(engine, "dcir_lines")
+    written = out.write(engine, "ER_PRS_F", sqlrender.render("clean/dcir/clean_er_prs_f.sql", **params),
+                        order_by=", ".join(f"_o{i + 1}" for i in range(len(cfg["join_keys"]))))
+    attrition.record("ER_PRS_F", rows_in["ER_PRS_F"], kept, removed, written, time.monotonic() - started)
+    for table, spec in cfg["detail_tables"].items():
+        started = time.monotonic()
+        columns = _column_names(icfg, table)
+        others = [c for c in columns if c not in cfg["join_keys"] and c != spec["code"]]
+        detail = {**params, "table": table, "code": spec["code"], "quantity": spec.get("quantity"),
+                  "columns": columns, "order_columns": others, "rows_view": f"{table}_rows"}
+        engine.create_view(f"{table}_rows", sqlrender.render("clean/dcir/dcir_detail_rows.sql", **detail),
+                           materialize=True)
+        kept, removed = _fate_counts(engine, f"{table}_rows")
+        n_order = len(cfg["join_keys"]) + 1 + len(others)
+        written = out.write(engine, table, sqlrender.render("clean/dcir/clean_detail.sql", **detail),
+                            order_by=", ".join(f"_o{i + 1}" for i in range(n_order)))
+        attrition.record(table, rows_in[table], kept, removed, written, time.monotonic() - started)
+        engine.drop_view(f"{table}_rows")
+    engine.drop_view("dcir_lines")
+    return attrition.sections()
+
+
+def clean_pmsi(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestConfig, ccfg: dict) -> dict:
+    cfg = ccfg["pmsi"]
+    attrition = Attrition()
+    stays: dict[str, dict[str, int]] = {}
+    for name, spec in cfg["sources"].items():
+        tables = [spec["stay_table"], spec["chaining_table"], *spec["sub_tables"]]
+        rows_in = {t: register_table(engine, ingest, t, icfg) or 0 for t in tables}
+        b_columns = _column_names(icfg, spec["stay_table"])
+        c_columns = _column_names(icfg, spec["chaining_table"])
+        source = {**spec, "name": name,
+                  "order_b": ([spec["week_column"]] if spec.get("week_column") else []) + b_columns,
+                  "order_c": c_columns}
+        rules = [{"name": r, **cfg["rules"][r]} for r in spec["rules"]]
+        started = time.monotonic()
+        engine.create_view(f"stays_{name}", sqlrender.render(
+            "clean/pmsi/pmsi_stays.sql", source=source, rules=rules, b_columns=b_columns, c_columns=c_columns,
+            missing_before_year=cfg["missing_date_before_year"]), materialize=True)
+        _, stays[name] = _fate_counts(engine, f"stays_{name}")
+        for table in tables:
+            columns = _column_names(icfg, table)
+            key = ["year", *spec["stay_key"]]
+            with_dates = table == spec["chaining_table"]
+            order = [c for c in columns if c not in key]
+            engine.create_view(f"{table}_rows", sqlrender.render(
+                "clean/pmsi/pmsi_table_rows.sql", table=table, source=spec, columns=columns, with_dates=with_dates,
+                order_columns=order, stays_view=f"stays_{name}"), materialize=True)
+            kept, removed = _fate_counts(engine, f"{table}_rows")
+            select = ", ".join(sqlrender.ident(c) for c in columns + (["stay_start", "stay_end"] if with_dates else []))
+            orders = ", ".join(f"_o{i + 1}" for i in range(len(key) + len(order)))
+            written = out.write(engine, table, f"SELECT {select}, {orders} FROM {table}_rows WHERE _removed_by IS NULL",
+                                order_by=orders)
+            attrition.record(table, rows_in[table], kept, removed, written, time.monotonic() - started)
+            engine.drop_view(f"{table}_rows")
+            started = time.monotonic()
+        engine.drop_view(f"stays_{name}")
+    sections = attrition.sections()
+    by_rule: dict[str, dict[str, int]] = {}
+    for name, removed in stays.items():
+        for rule, n in removed.items():
+            by_rule.setdefault(rule, {})[name] = n
+    sections["stays_removed_by_rule"] = {r: by_rule[r] for r in sorted(by_rule)}
+    return sections
+
+
+def run_clean(engine: Engine, source: str, ingest: Path, output: Path, icfg: IngestConfig, ccfg: dict,
+              run_id: str) -> dict:
+    """Clean one source family from the ingest zone into `output`; returns the report sections."""
+    out = StagedOutputs(output, run_id)
+    try:
+        sections = (clean_dcir if source == "dcir" else clean_pmsi)(engine, ingest, out, icfg, ccfg)
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+    sections["source"] = source
+    sections["rules_applied"] = sorted(sections["dropped_by_rule"])
+    return sections
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = step_parser("clean", "Cleaning rules of RULES.md on the ingest zone of one source family")
+    p.add_argument("--source", required=True, choices=SOURCES, help="source family to clean")
+    p.add_argument("--input", required=True, help="ingest zone of the release")
+    p.add_argument("--output", required=True, help="clean zone of this source family")
+    p.add_argument("--config", default=None, help="ingest configuration (default: config/ingest.yaml)")
+    p.add_argument("--clean-config", default=None, help="cleaning rules (default: config/clean.yaml)")
+
+    def body(args, engine: Engine) -> dict:
+        icfg = IngestConfig.load(args.config)
+        ccfg = load_clean_config(args.clean_config)
+        return run_clean(engine, args.source, local_path(args.input), local_path(args.output), icfg, ccfg,
+                         args.run_id)
+
+    return run_step(f"clean_{p.parse_known_args(argv)[0].source}", p, body, argv,
+                    inputs=lambda a: {"ingest": a.input}, outputs=lambda a: {"clean": a.output},
+                    expected=(DeliveryError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
