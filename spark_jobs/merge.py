@@ -33,7 +33,7 @@ from spark_jobs.steprun import AccountingError, StagedOutputs, StepError, regist
 
 log = logging.getLogger("snds.merge")
 
-DCIR_ORDER = ["patient_id", "event_date", "item", "code", "source_table", "quantity", "FLX_DIS_DTD",
+DCIR_ORDER = ["patient_id", "event_date", "item", "code", "source_table", "code_column", "quantity", "FLX_DIS_DTD",
               "event_end_date", "PRS_NAT_REF", "PSE_SPE_COD", "PFS_EXE_NUM", "ETB_PRE_FIN", "CPL_MAJ_TOP",
               "CPL_AFF_COD", "BEN_CMU_TOP", "BEN_RNG_GEM", "BEN_SEX_COD", "BEN_NAI_ANN", "BEN_DCD_DTE", "BEN_DCD_AME",
               "PRS_PAI_MNT", "BSE_REM_BSE", "BSE_REM_MNT", "CPL_REM_MNT"]

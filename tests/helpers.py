@@ -58,3 +58,31 @@ def table_schema(directory: Path) -> list[tuple[str, str]]:
             f"DESCRIBE SELECT * FROM read_parquet('{directory}/**/*.parquet', hive_partitioning = false)"
         ).fetchall()
     ]
+
+
+def run_steps_after_ingest(engine_name: str, ingest: Path, out: Path, *, spark=None, run_id: str = "t",
+                           config: Path | None = None) -> dict:
+    """Run clean (DCIR, PMSI), merge and model on an ingest zone, as the release DAG does; outputs under
+    `out` (clean/, merge/, model/). Returns each step's report sections."""
+    from spark_jobs.clean import load_clean_config, run_clean
+    from spark_jobs.delivery import IngestConfig
+    from spark_jobs.engines import open_engine
+    from spark_jobs.merge import load_model_config, run_merge
+    from spark_jobs.model import run_model
+
+    icfg, ccfg, mcfg = IngestConfig.load(config), load_clean_config(), load_model_config()
+    settings = {"spark": spark} if engine_name == "spark" else {}
+    reports = {}
+    with open_engine(engine_name, **settings) as eng:
+        for source in ("dcir", "pmsi"):
+            reports[f"clean_{source}"] = run_clean(eng, source, ingest, out / "clean" / source, icfg, ccfg, run_id)
+        reports["merge"] = run_merge(eng, out / "clean", out / "merge", icfg, mcfg, run_id)
+        reports["model"] = run_model(eng, out / "merge", ingest, out / "model", icfg, mcfg, run_id)
+    for report in reports.values():
+        report["status"] = "success"
+    return reports
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (relative path -> content), to compare reruns byte for byte."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

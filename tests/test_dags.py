@@ -32,8 +32,11 @@ def test_dagbag_imports_without_errors():
     assert bag.import_errors == {}
     assert "snds_release__local" in bag.dags
     dag = bag.dags["snds_release__local"]
-    assert [t.task_id for t in dag.topological_sort()] == [
-        "prepare_run", "check_keys", "ingest", "update_vault", "summarize"]
+    upstream = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}
+    assert upstream == {
+        "prepare_run": [], "check_keys": ["prepare_run"], "ingest": ["check_keys"], "update_vault": ["ingest"],
+        "clean_dcir": ["update_vault"], "clean_pmsi": ["update_vault"], "merge": ["clean_dcir", "clean_pmsi"],
+        "model": ["merge"], "summarize": ["model", "prepare_run"]}
     assert set(dag.params.keys()) == {"release", "input"}
     rotation = bag.dags["snds_key_rotation__local"]
     assert [t.task_id for t in rotation.topological_sort()] == ["check_keys", "rotate_key", "check_rotated_keys"]
@@ -171,3 +174,41 @@ def test_region_config_errors(tmp_path):
     bad.write_text(good + "  argon2: {time_cost: 0}\n")
     with pytest.raises(RegionConfigError, match="argon2: positive integers"):
         load_region(bad)
+
+
+def test_step_tasks_chain_the_zones_of_a_release(monkeypatch):
+    """Each step reads the zone the previous one wrote, for the same release and run, on either engine."""
+    from snds_operators.factory import build_release_dag
+    from snds_operators.regions import load_regions
+
+    for engine in ("duckdb", "spark"):
+        monkeypatch.setenv("SNDS_ENGINE", engine)
+        dag = build_release_dag(load_regions()["local"])
+        args = {t: dict(zip(dag.get_task(t).application_args[::1], dag.get_task(t).application_args[1:]))
+                for t in ("ingest", "clean_dcir", "clean_pmsi", "merge", "model")}
+        x = lambda key: "{{ ti.xcom_pull(task_ids='prepare_run')['" + key + "'] }}"  # noqa: E731
+        assert args["ingest"]["--output"] == x("ingest")
+        assert (args["clean_dcir"]["--source"], args["clean_dcir"]["--input"], args["clean_dcir"]["--output"]) == (
+            "dcir", x("ingest"), x("clean") + "/dcir")
+        assert (args["clean_pmsi"]["--source"], args["clean_pmsi"]["--output"]) == ("pmsi", x("clean") + "/pmsi")
+        assert (args["merge"]["--input"], args["merge"]["--output"]) == (x("clean"), x("merge"))
+        assert (args["model"]["--input"], args["model"]["--ingest"], args["model"]["--output"]) == (
+            x("merge"), x("ingest"), x("model"))
+        for task in args:
+            assert args[task]["--engine"] == engine and args[task]["--release"] == x("release")
+            assert args[task]["--report"] == x(f"{task}_report")
+        if engine == "spark":
+            assert dag.get_task("merge").application == str(PROJECT_ROOT / "spark_jobs" / "merge.py")
+        else:
+            assert dag.get_task("clean_pmsi").build_command()[:3] == [sys.executable, "-m", "spark_jobs.clean"]
+
+
+def test_run_paths_put_each_zone_under_the_release():
+    from snds_operators.factory import STEPS, run_paths
+
+    paths = run_paths(Path("/lake"), "2024-06", "manual__2024-07-01T00:00:00+00:00")
+    for zone in ("ingest", "quarantine", "clean", "merge", "model"):
+        assert paths[zone] == f"/lake/{zone}/release=2024-06"
+    run_dir = "/lake/runs/release=2024-06/manual__2024-07-01T00_00_00_00_00"
+    assert paths["run_dir"] == run_dir
+    assert {paths[f"{s}_report"] for s in STEPS} == {f"{run_dir}/steps/{s}.json" for s in STEPS}

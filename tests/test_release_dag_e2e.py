@@ -46,11 +46,20 @@ def test_release_dag_end_to_end(engine, synth_delivery, synth_truth, tmp_path):
     out = proc.stdout
     assert "▶ ingest" in out and "■ ingest: success" in out and "snds.ingest: ingest ER_PRS_F.csv" in out
     assert "■ check_keys: success" in out and "■ update_vault: success" in out and "snds.ingest: pseudonymise:" in out
+    for task in ("clean_dcir", "clean_pmsi", "merge", "model"):
+        assert f"■ {task}: success" in out, task
+    assert "snds.clean: clean ER_PRS_F:" in out and "snds.model: model patients:" in out
 
     summary = json.loads(open(summary_path).read())
     assert summary["status"] == "success" and summary["engine"] == engine and summary["region"] == "local"
     assert summary["release"] == f"e2e-{engine}" and summary["code_version"]
     assert summary["truth_check"]["status"] == "match", summary["truth_check"]
+    # ingest files, cleaning attrition per rule and table, and every event table's row count
+    assert summary["truth_check"]["checked"] == ["ingest", "clean", "model"]
+    for step in ("clean_dcir", "clean_pmsi", "merge", "model"):
+        assert summary["steps"][step]["status"] == "success" and summary["steps"][step]["engine"] == engine
+    model_rows = {t: info["rows"] for t, info in summary["steps"]["model"]["tables"].items()}
+    assert model_rows == {t: n for t, n in synth_truth["events"].items() if t != "costs_dcir"}
     ingest = summary["steps"]["ingest"]
     assert ingest["status"] == "success" and ingest["engine"] == engine
 

@@ -58,11 +58,20 @@ def model_rows(model_dir: Path, table: str, columns: list[str]) -> list[tuple]:
     return sorted(tuple(_text(v) for v in row) for row in rows)
 
 
-def compare_with_truth(delivery: Path, model_dir: Path, table: str) -> tuple[list[tuple], list[tuple]]:
-    """(rows only in the truth, rows only in the model) for one event table."""
-    columns, expected = truth_rows(delivery, table)
-    got = model_rows(model_dir, table, columns)
+def compare_with_truth(delivery: Path, model_dir: Path, table: str, keep=None,
+                       columns: list[str] | None = None) -> tuple[list[tuple], list[tuple]]:
+    """(rows only in the truth, rows only in the model) for one event table; `keep(row: dict)` selects
+    the truth rows expected (and the same filter applies to the model's), `columns` the columns compared."""
     from collections import Counter
 
+    all_columns, expected = truth_rows(delivery, table)
+    got = model_rows(model_dir, table, all_columns)
+    if keep is not None:
+        expected = [r for r in expected if keep(dict(zip(all_columns, r)))]
+        got = [r for r in got if keep(dict(zip(all_columns, r)))]
+    if columns is not None:
+        idx = [all_columns.index(c) for c in columns]
+        expected = [tuple(r[i] for i in idx) for r in expected]
+        got = [tuple(r[i] for i in idx) for r in got]
     e, g = Counter(expected), Counter(got)
     return sorted((e - g).elements()), sorted((g - e).elements())
