@@ -62,7 +62,7 @@ keys: install ## region key and vault: make keys ACTION=check|commit|rotate [REG
 synth: install ## synthetic delivery: make synth N=<n> SEED=<s> YEARS=<y1-y2> OUT=<dir>
 	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out $(OUT)
 
-bench: install ## benchmark generator and ingest (10k and 50k beneficiaries, both engines)
+bench: install ## benchmark generator, ingest and every pipeline step (10k and 50k beneficiaries, both engines)
 	$(BIN)/python benchmarks/run.py --out var/bench/results.json
 
 clean: ## remove the local lake, Airflow home, deliveries and bench output; keeps .venv, var/keys and var/vault

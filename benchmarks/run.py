@@ -1,4 +1,4 @@
-"""`make bench`: generator, ingest and pseudonymisation throughput, per size and engine, against an I/O floor.
+"""`make bench`: generator, ingest, pseudonymisation and pipeline throughput, per size and engine, against an I/O floor.
 
 For each size (default 10,000 and 50,000 beneficiaries over 3 years) it generates a synthetic delivery,
 then, on the same files and in the same run:
@@ -9,6 +9,9 @@ then, on the same files and in the same run:
 - ingest on DuckDB (`python -m spark_jobs.ingest --engine duckdb`) and on Spark (`spark-submit
   --master local[N] spark_jobs/ingest.py --engine spark`) with that vault: the steady state of a new
   release whose patients are known, where every identifier is looked up and none is hashed.
+After each warm ingest, the rest of the release pipeline runs on the same engine, each step its own
+process as in the DAG (clean_dcir, clean_pmsi, merge, model): per-step time and rows/s per core, and
+the whole pipeline (argon2 excluded) as input rows/s per core and as a ratio to the I/O floor.
 Then the cost of hashing itself, with the production argon2 parameters (t=2, 19 MiB): a cold ingest
 of a 2,000-beneficiary delivery on each engine, reported as new identifiers per second per core.
 Each is a separate process; wall time and peak RSS (largest process of its tree) are recorded.
@@ -116,26 +119,66 @@ def bench_size(n: int, years: str, work: Path, cores: int, engines: list[str]) -
         m["pseudonymise_seconds"] = round(ps["collect_seconds"] + ps["hash_seconds"], 2)
         result["engines"][engine if label == "vault warm" else f"{engine} (empty vault)"] = m
         print(f"[n={n}]   {m['seconds']} s, {ps['identifiers']:,} identifiers, {ps['hashed']:,} hashed", flush=True)
+        if label == "vault warm":
+            # The whole pipeline, argon2 excluded (the vault knows every identifier): ingest + the rest.
+            m["steps"] = run_after_ingest(engine, out, cores, logs, f"bench-{n}")
+            total = m["seconds"] + sum(step["seconds"] for step in m["steps"].values())
+            m["pipeline"] = {"seconds": round(total, 2), "rows_per_s_per_core": round(rows / total / cores),
+                             "ratio_to_io_floor": round(total / floor["seconds"], 2),
+                             "peak_rss_mb": max(x["peak_rss_mb"] or 0 for x in [m, *m["steps"].values()])}
         shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(work / f"floor-n{n}", ignore_errors=True)
     shutil.rmtree(secure, ignore_errors=True)
     return result
 
 
+def run_step(engine: str, step: str, args: list[str], cores: int, log: Path) -> dict:
+    """One step entry point as the DAG runs it: `python -m spark_jobs.<step>` on DuckDB, spark-submit
+    --master local[cores] on Spark. Returns wall time and peak RSS."""
+    args = ["--engine", engine, *args]
+    if engine == "duckdb":
+        cmd = [PY, "-m", f"spark_jobs.{step}", *args, "--duckdb-threads", str(cores)]
+    else:
+        conf = {**SPARK_QUIET_CONF, **SPARK_SQL_CONF, "spark.sql.shuffle.partitions": str(4 * cores)}
+        confs = [a for k, v in conf.items() for a in ("--conf", f"{k}={v}")]
+        cmd = [SPARK_SUBMIT, "--master", f"local[{cores}]", "--driver-memory", "6g", *confs,
+               str(PROJECT_ROOT / "spark_jobs" / f"{step}.py"), *args]
+    return measured(cmd, env={"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": PY}, log=log)
+
+
 def run_ingest(engine: str, delivery: Path, out: Path, vault: Path, key: Path, cores: int, argon2: list[str],
                log: Path, release: str) -> tuple[dict, dict]:
-    args = ["--engine", engine, "--input", str(delivery), "--output", str(out / "ingest"),
+    args = ["--input", str(delivery), "--output", str(out / "ingest"),
             "--quarantine", str(out / "quarantine"), "--report", str(out / "ingest.json"),
             "--release", release, "--run-id", f"bench-{engine}", "--vault", str(vault), "--key-file", str(key), *argon2]
     print(f"[{release}] ingest on {engine} ...", flush=True)
-    if engine == "duckdb":
-        cmd = [PY, "-m", "spark_jobs.ingest", *args, "--duckdb-threads", str(cores)]
-    else:
-        confs = [a for k, v in {**SPARK_QUIET_CONF, **SPARK_SQL_CONF}.items() for a in ("--conf", f"{k}={v}")]
-        cmd = [SPARK_SUBMIT, "--master", f"local[{cores}]", "--driver-memory", "6g", *confs,
-               str(PROJECT_ROOT / "spark_jobs" / "ingest.py"), *args]
-    m = measured(cmd, env={"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": PY}, log=log)
+    m = run_step(engine, "ingest", args, cores, log)
     return json.loads((out / "ingest.json").read_text()), m
+
+
+#: The steps after ingest, in DAG order: (step module, report name, arguments from the run's lake).
+AFTER_INGEST = (
+    ("clean", "clean_dcir", lambda o: ["--source", "dcir", "--input", str(o / "ingest"), "--output", str(o / "clean" / "dcir")]),
+    ("clean", "clean_pmsi", lambda o: ["--source", "pmsi", "--input", str(o / "ingest"), "--output", str(o / "clean" / "pmsi")]),
+    ("merge", "merge", lambda o: ["--input", str(o / "clean"), "--output", str(o / "merge")]),
+    ("model", "model", lambda o: ["--input", str(o / "merge"), "--ingest", str(o / "ingest"), "--output", str(o / "model")]),
+)
+
+
+def run_after_ingest(engine: str, out: Path, cores: int, logs: Path, release: str) -> dict:
+    """clean (DCIR, PMSI), merge and model on an ingest zone, each timed; rows in per step from its report."""
+    steps = {}
+    for module, name, step_args in AFTER_INGEST:
+        print(f"[{release}] {name} on {engine} ...", flush=True)
+        report_path = out / f"{name}.json"
+        m = run_step(engine, module, [*step_args(out), "--report", str(report_path), "--release", release,
+                                      "--run-id", f"bench-{engine}"], cores, logs / f"{release}-{name}-{engine}.log")
+        report = json.loads(report_path.read_text())
+        m["rows_in"] = report["totals"]["rows_read"]
+        m["rows_out"] = report["totals"].get("rows_written", sum(v for k, v in report["totals"].items() if k.endswith("_items")))
+        m["rows_per_s_per_core"] = round(m["rows_in"] / m["seconds"] / cores)
+        steps[name] = m
+    return steps
 
 
 def bench_hashing(n: int, years: str, work: Path, cores: int, engines: list[str]) -> dict:
@@ -174,6 +217,20 @@ def print_table(results: list[dict], cores: int) -> None:
                   f"{r['io_floor']['seconds']:>9.1f}s {engine:>7} {m['seconds']:>8.1f}s "
                   f"{m['rows_per_s_per_core']:>12,} {m['ratio_to_io_floor']:>8.2f} {m['peak_rss_mb']:>7.0f}MB")
     print(f"({cores} cores; rows/s per core = input rows / ingest seconds / cores)")
+    print()
+    print(f"{'size':>8} {'engine':>7} {'step':>11} {'seconds':>8} {'rows in':>11} {'rows/s/core':>12} {'peak RSS':>9}")
+    for r in results:
+        for engine, m in r["engines"].items():
+            if "steps" not in m:
+                continue
+            for name, step in m["steps"].items():
+                print(f"{r['beneficiaries']:>8,} {engine:>7} {name:>11} {step['seconds']:>7.1f}s {step['rows_in']:>11,} "
+                      f"{step['rows_per_s_per_core']:>12,} {step['peak_rss_mb']:>7.0f}MB")
+            pl = m["pipeline"]
+            print(f"{r['beneficiaries']:>8,} {engine:>7} {'pipeline':>11} {pl['seconds']:>7.1f}s {r['input_rows']:>11,} "
+                  f"{pl['rows_per_s_per_core']:>12,} {pl['peak_rss_mb']:>7.0f}MB  = {pl['ratio_to_io_floor']:.2f} x I/O floor")
+    print("(pipeline = ingest with a warm vault + clean_dcir + clean_pmsi + merge + model, each its own process; "
+          "its rows/s per core counts the delivery's input rows)")
 
 
 def print_hashing(h: dict, cores: int) -> None:

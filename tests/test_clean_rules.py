@@ -2,7 +2,7 @@
 zones, on both engines.
 
 Each scenario (one ingest zone, one run of the clean step) is built once per engine and shared by
-the tests that check it (`_scenario`), so that the Spark engine pays for few step runs.
+the tests that check it (`scenario_once`), so that the Spark engine pays for few step runs.
 """
 
 from __future__ import annotations
@@ -39,11 +39,19 @@ def _literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def write_table(zone: Path, table: str, rows: list[dict], types: dict[str, str] | None = None) -> Path:
+def write_table(zone: Path, table: str, rows: list[dict], types: dict[str, str] | None = None,
+                hive: bool = False) -> None:
     """Write `rows` as `<zone>/<table>/part-00000.parquet`, each column typed as ingest writes it
     (`schema_columns`), or as `types` says (clean-zone types, extra columns). Only the columns the
-    rows name are written; the steps fill in the others with NULL."""
-    schema = dict(schema_columns(ICFG, table))
+    rows name are written; the steps fill in the others with NULL. With `hive` (yearly tables), the
+    rows of each year go to `<zone>/<table>/year=<year>/part-00000.parquet`, without a `year` column."""
+    if hive:  # every year's file with the same columns (those of any row)
+        names = list(dict.fromkeys(c for r in rows for c in r if c != "year"))
+        for year in sorted({r["year"] for r in rows}):
+            write_table(zone / table, f"year={year}", [{c: r.get(c) for c in names} for r in rows if r["year"] == year],
+                        types={**dict(schema_columns(ICFG, table)), **(types or {})})
+        return
+    schema = dict(schema_columns(ICFG, table)) if table in ICFG.tables else {}
     schema.update(types or {})
     names: list[str] = []
     for row in rows:
@@ -56,16 +64,14 @@ def write_table(zone: Path, table: str, rows: list[dict], types: dict[str, str] 
     ]
     directory = zone / table
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "part-00000.parquet"
     con = duckdb.connect()
-    con.execute(f"COPY ({' UNION ALL '.join(selects)}) TO '{target}' (FORMAT parquet)")
+    con.execute(f"COPY ({' UNION ALL '.join(selects)}) TO '{directory / 'part-00000.parquet'}' (FORMAT parquet)")
     con.close()
-    return target
 
 
-def write_zone(zone: Path, tables: dict[str, list[dict]]) -> dict[str, int]:
+def write_zone(zone: Path, tables: dict[str, list[dict]], hive: tuple[str, ...] = ()) -> dict[str, int]:
     for table, rows in tables.items():
-        write_table(zone, table, rows)
+        write_table(zone, table, rows, hive=table in hive)
     return {t: len(rows) for t, rows in tables.items()}
 
 
@@ -92,7 +98,7 @@ def column_types(directory: Path) -> dict[str, str]:
 _RUNS: dict[tuple[str, str], object] = {}
 
 
-def _scenario(name: str, engine, tmp_path_factory, build):
+def scenario_once(name: str, engine, tmp_path_factory, build):
     """`build(engine, directory)` once per scenario and engine; later calls get its result (or its error)."""
     key = (name, engine.name)
     if key not in _RUNS:
@@ -121,6 +127,42 @@ def check_accounting(report: dict, rows_in: dict[str, int], out: Path) -> None:
     for rule, per_table in report["dropped_by_rule"].items():
         for table, count in per_table.items():
             assert report["tables"][table]["dropped_by_rule"][rule] == count, (rule, table)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input views: yearly tables whose files differ in columns
+# ---------------------------------------------------------------------------------------------------
+# Ingest writes each delivered file with the columns that file had (`columns_in_schema_order`), under
+# TABLE/year=YYYY/, and SNDS tables gain columns over the years (T_MCOaaC.EXE_SOI_DTD/DTF from 2009,
+# RULES.md). The clean step must see every year's values whatever columns the other years have.
+
+def _mco_c_by_year(zone: Path, with_dates: dict[int, bool]) -> None:
+    for year, dated in with_dates.items():
+        row = {"ETA_NUM": "010000001", "RSA_NUM": f"R{year}", "NIR_ANO_17": "N1", "ENT_DAT": f"{year}-02-01"}
+        if dated:
+            row["EXE_SOI_DTD"] = f"{year}-03-01"
+        write_table(zone / "T_MCOaaC", f"year={year}", [row], types=dict(schema_columns(ICFG, "T_MCOaaC")))
+
+
+def _register_and_read(engine, zone: Path) -> list[tuple]:
+    from spark_jobs.steprun import register_table
+
+    register_table(engine, zone, "T_MCOaaC", ICFG)
+    rows = sorted(engine.rows('SELECT "year", "ENT_DAT", "EXE_SOI_DTD" FROM "T_MCOaaC"'))
+    engine.drop_view("T_MCOaaC")
+    return rows
+
+
+def test_yearly_column_added_in_a_later_year_is_read(engine, tmp_path):
+    _mco_c_by_year(tmp_path, {2008: False, 2010: True})   # EXE_SOI_DTD delivered from 2009 on
+    assert _register_and_read(engine, tmp_path) == [
+        (2008, D("2008-02-01"), None), (2010, D("2010-02-01"), D("2010-03-01"))]
+
+
+def test_yearly_column_dropped_in_a_later_year_is_null(engine, tmp_path):
+    _mco_c_by_year(tmp_path, {2008: True, 2010: False})
+    assert _register_and_read(engine, tmp_path) == [
+        (2008, D("2008-02-01"), D("2008-03-01")), (2010, D("2010-02-01"), None)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -201,7 +243,7 @@ def _run_dcir(engine, directory: Path, tables: dict[str, list[dict]], ccfg: dict
 
 @pytest.fixture
 def dcir_rules(engine, tmp_path_factory):
-    return _scenario("dcir_rules", engine, tmp_path_factory,
+    return scenario_once("dcir_rules", engine, tmp_path_factory,
                      lambda eng, d: _run_dcir(eng, d, _dcir_rules_zone()))
 
 
@@ -304,12 +346,17 @@ def _regularisation_zone() -> dict[str, list[dict]]:
             {**keys(2, JAN), "PHA_PRS_C13": 3400930000003, "PHA_ACT_QSN": 1, "PHA_ACT_PRU": 1.5},
             {**keys(2, FEB), "PHA_PRS_C13": 3400930000002, "PHA_ACT_QSN": -1, "PHA_ACT_PRU": 3.37},
         ],
+        # A table without a quantity: the representative line's rows are kept, the others removed.
+        "ER_ETE_F": [
+            {**keys(2, JAN), "ETB_EXE_FIN": "ETB001", "ETE_IND_TAA": 2},
+            {**keys(2, FEB), "ETB_EXE_FIN": "ETB001", "ETE_IND_TAA": 2},
+        ],
     }
 
 
 @pytest.fixture
 def regularisation(engine, tmp_path_factory):
-    return _scenario("dcir_regularisation", engine, tmp_path_factory,
+    return scenario_once("dcir_regularisation", engine, tmp_path_factory,
                      lambda eng, d: _run_dcir(eng, d, _regularisation_zone()))
 
 
@@ -326,8 +373,8 @@ def test_regularisation_full_cancellation_removes_both_lines_and_details(regular
     assert "PA" not in _patients(out)
     assert "PC" not in _patients(out)  # NULL = NULL in the group key
     assert not [r for r in read_rows(out / "ER_PHA_F") if r["PHA_PRS_C13"] == 3400930000001]
-    # A1, A2, C1, C2, D2, B2, E2, E3 -- and the 2 ER_PHA_F rows of A, the cancelling row of B.
-    assert report["dropped_by_rule"]["dcir_regularisation"] == {"ER_PRS_F": 8, "ER_PHA_F": 3}
+    # A1, A2, C1, C2, D2, B2, E2, E3 -- and the 2 ER_PHA_F rows of A, the cancelling rows of B.
+    assert report["dropped_by_rule"]["dcir_regularisation"] == {"ER_PRS_F": 8, "ER_PHA_F": 3, "ER_ETE_F": 1}
 
 
 def test_regularisation_partial_cancellation_nets_into_one_line(regularisation):
@@ -348,6 +395,8 @@ def test_regularisation_partial_cancellation_nets_detail_rows(regularisation):
     for r in pha:  # the representative line's keys: they join the cleaned ER_PRS_F line
         assert _key_tuple(r) == _expected_keys(keys(2, JAN))
     assert pha[0]["PHA_ACT_PRU"] == Decimal("3.37")
+    (ete,) = read_rows(regularisation["out"] / "ER_ETE_F")
+    assert _key_tuple(ete) == _expected_keys(keys(2, JAN))
 
 
 def test_regularisation_groups_need_equal_care_dates_and_pick_the_earliest_line(regularisation):
@@ -445,7 +494,8 @@ def _pmsi_rules_zone() -> dict[str, list[dict]]:
 
 def _run_pmsi(engine, directory: Path, tables: dict[str, list[dict]]) -> dict:
     zone = directory / "ingest"
-    rows_in = write_zone(zone, tables)
+    # The SSR tables as ingest may also lay out yearly tables: year=<year>/ sub-directories.
+    rows_in = write_zone(zone, tables, hive=("T_SSRaaB", "T_SSRaaC", "T_SSRaaD"))
     out = directory / "clean" / "pmsi"
     report = run_clean(engine, "pmsi", zone, out, ICFG, load_clean_config(), "test")
     return {"report": report, "out": out, "rows_in": rows_in}
@@ -461,7 +511,7 @@ def _pmsi_zone() -> dict[str, list[dict]]:
 
 @pytest.fixture
 def pmsi_rules(engine, tmp_path_factory):
-    return _scenario("pmsi", engine, tmp_path_factory, lambda eng, d: _run_pmsi(eng, d, _pmsi_zone()))
+    return scenario_once("pmsi", engine, tmp_path_factory, lambda eng, d: _run_pmsi(eng, d, _pmsi_zone()))
 
 
 def _ids(out: Path, table: str, column: str) -> list:

@@ -18,7 +18,7 @@ from spark_jobs.clean import load_clean_config
 from spark_jobs.delivery import IngestConfig
 from spark_jobs.merge import load_model_config, run_merge
 from spark_jobs.model import run_model
-from test_clean_rules import _scenario, column_types, keys, read_rows, write_table
+from test_clean_rules import scenario_once, column_types, keys, read_rows, write_table
 
 ICFG = IngestConfig.load(None)
 D = dt.date.fromisoformat
@@ -27,8 +27,10 @@ STAY_DATES = {"stay_start": "DATE", "stay_end": "DATE"}
 
 
 def prs(n: int, patient: str, care: str | None, **cols) -> dict:
-    """A cleaned ER_PRS_F line (claim `n`, care date `care`)."""
-    return {**keys(n, "2020-06-01" if care is None or care >= "2020" else "2019-06-01"), "BEN_NIR_PSA": patient,
+    """A cleaned ER_PRS_F line (claim `n`, care date `care`), in flux month 2019-06 for care of 2019,
+    else 2020-06 (which dates a line without care date)."""
+    flux = "2019-06-01" if care is not None and care < "2020" else "2020-06-01"
+    return {**keys(n, flux), "BEN_NIR_PSA": patient,
             "BEN_RNG_GEM": 1, "EXE_SOI_DTD": care, "EXE_SOI_DTF": care, "PRS_NAT_REF": 1111, "PSE_SPE_COD": 1,
             "CPL_MAJ_TOP": 0, "CPL_AFF_COD": 0, "BEN_CMU_TOP": 0, "BEN_SEX_COD": None, "BEN_NAI_ANN": None,
             "BEN_DCD_DTE": None, "PRS_ACT_QTE": 1, "PRS_PAI_MNT": 25.0, "BSE_REM_MNT": 17.5, **cols}
@@ -58,6 +60,8 @@ def _clean_zone() -> dict[str, list[dict]]:
             prs(10, "PAT6", "2020-04-01", BEN_DCD_DTE="2020-05-07"),
             # PAT8: not in IR_BEN_R: sex and birth year from DCIR.
             prs(11, "PAT8", "2020-02-01", BEN_SEX_COD=1, BEN_NAI_ANN=1980),
+            # PAT9: IR_BEN_R codes the birth year 1600 (missing); DCIR knows it.
+            prs(12, "PAT9", "2020-03-15", PRS_NAT_REF=9999, BEN_NAI_ANN=1947),
         ],
         "dcir/ER_PHA_F": [
             {**keys(20, "2019-06-01"), "PHA_PRS_C13": CIP_PARACETAMOL, "PHA_ACT_QSN": 2, "PHA_ACT_PRU": 2.18},
@@ -118,6 +122,7 @@ def _referentials() -> dict[str, list[dict]]:
             ben("PAT5", "2020-05-01", 160001),                       # BEN_DCD_AME 160001: no death
             ben("PAT6", "2020-05-01", 202005),
             ben("PAT7", None, None, BEN_NAI_ANN=1600, BEN_NAI_MOI=None),  # birth year 1600: unknown
+            ben("PAT9", None, None, BEN_NAI_ANN=1600, BEN_NAI_MOI=None),  # ... but DCIR has it
         ],
         "KI_CCI_R": [{"BEN_IDT_ANO": "IDT4", "BEN_DCD_DTE": "2020-05-08", "DCD_CIM_COD": "I219"}],
         "IR_IMB_R": [
@@ -158,7 +163,7 @@ def _build(engine, directory: Path) -> dict:
 
 @pytest.fixture
 def model(engine, tmp_path_factory):
-    return _scenario("model", engine, tmp_path_factory, _build)
+    return scenario_once("model", engine, tmp_path_factory, _build)
 
 
 def rows(model, table: str, *columns: str) -> list[tuple]:
@@ -167,10 +172,10 @@ def rows(model, table: str, *columns: str) -> list[tuple]:
 
 def test_merge_accounts_for_every_item(model):
     t = model["merge"]["tables"]
-    assert t["dcir"]["inputs"] == {"ER_PRS_F": 12, "ER_PHA_F": 3, "ER_BIO_F": 0, "ER_TIP_F": 0, "ER_UCD_F": 0,
+    assert t["dcir"]["inputs"] == {"ER_PRS_F": 13, "ER_PHA_F": 3, "ER_BIO_F": 0, "ER_TIP_F": 0, "ER_UCD_F": 0,
                                    "ER_CAM_F": 0}
-    assert t["dcir"]["rows"] == 15 and t["dcir"]["items"] == {"drug": 3, "prestation": 12}
-    assert t["dcir"]["rows_by_year"] == {2019: 10, 2020: 5}  # PAT1's undated line: its flux month (2020)
+    assert t["dcir"]["rows"] == 16 and t["dcir"]["items"] == {"drug": 3, "prestation": 13}
+    assert t["dcir"]["rows_by_year"] == {2019: 10, 2020: 6}  # PAT1's undated line: its flux month (2020)
     assert t["pmsi"]["items"] == {
         "HAD": {"diagnosis": 1, "stay": 1},
         "MCO": {"diagnosis": 4, "procedure": 1, "stay": 2},
@@ -217,7 +222,8 @@ def test_death_reconciliation(model):
 
 
 def test_patients_sex_birth_and_last_contact(model):
-    assert rows(model, "patients", "patient_id", "sex", "birth_year", "birth_month", "last_contact_date") == sorted([
+    got = rows(model, "patients", "patient_id", "sex", "birth_year", "birth_month", "last_contact_date")
+    assert [r for r in got if r[0] != "PAT9"] == sorted([
         ("PAT1", 2, 1950, 6, D("2020-06-01")),      # IR_BEN_R wins; last care: the undated line's flux month
         ("PAT2", 2, 1950, 6, D("2020-04-20")),      # DCIR care after the stay ends
         ("PAT3", 2, 1950, 6, D("2020-05-11")),      # stay end after the DCIR care
@@ -228,6 +234,13 @@ def test_patients_sex_birth_and_last_contact(model):
         ("PAT8", 1, 1980, None, D("2020-02-01")),   # DCIR only
         ("PAT10", None, None, None, D("2020-02-28")),  # PMSI only
     ], key=repr)
+
+
+def test_birth_year_1600_in_ir_ben_r_falls_back_to_dcir(model):
+    # RULES.md: 1600 codes a missing birth year, and IR_BEN_R wins over DCIR "when both exist": here
+    # only DCIR has the year (model.yaml: "IR_BEN_R.BEN_NAI_ANN, else ER_PRS_F.BEN_NAI_ANN").
+    got = {p: year for p, year in rows(model, "patients", "patient_id", "birth_year")}
+    assert got["PAT9"] == 1947
 
 
 def test_consults_exclude_majorations_and_participation_forfaitaire(model):

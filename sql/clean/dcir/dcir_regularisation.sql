@@ -9,26 +9,59 @@
   Output: every line with `_removed_by` (its line rule, 'dcir_regularisation', or NULL when kept),
   `_is_rep`, `_group_kept`, the representative's keys `_g_<key>` (they identify the claim) and the
   claim's sums `_net_<column>`.
+  Most claims are one line: only the lines of claims with several lines go through the windows.
 -#}
-{%- set claim = "PARTITION BY _rule, " ~ (regularisation.group_by | map("ident") | join(", ")) -%}
+{%- set group_by = regularisation.group_by | map("ident") | join(", ") -%}
+{%- set claim = "PARTITION BY " ~ group_by -%}
 {%- set order = "ORDER BY " ~ (regularisation.quantity | ident) ~ " DESC, " ~ (join_keys | map("ident") | join(", ")) -%}
-WITH claims AS (
-    -- Lines removed by a line rule form partitions of their own (`_rule` is part of the partition):
-    -- their claim columns are not used.
+{%- macro value(c) -%}
+{% if c in amount_columns %}CAST({{ c | ident }} AS DECIMAL(18,2)){% else %}{{ c | ident }}{% endif %}
+{%- endmacro -%}
+WITH multi_line_claims AS (
+    SELECT {{ group_by }}, count(*) AS _claim_lines
+    FROM dcir_line_rules
+    WHERE _rule IS NULL
+    GROUP BY {{ group_by }}
+    HAVING count(*) > 1
+),
+lines AS (
+    SELECT l.*, m._claim_lines
+    FROM dcir_line_rules AS l
+    LEFT JOIN multi_line_claims AS m
+      ON l._rule IS NULL
+      {%- for c in regularisation.group_by %}
+      AND l.{{ c | ident }} IS NOT DISTINCT FROM m.{{ c | ident }}
+      {%- endfor %}
+),
+claims AS (
     SELECT *,
         row_number() OVER ({{ claim }} {{ order }}) = 1 AS _first,
         {%- for k in join_keys %}
         first_value({{ k | ident }}) OVER ({{ claim }} {{ order }}) AS {{ ("_g_" ~ k) | ident }},
         {%- endfor %}
         {%- for c in regularisation.summed %}
-        sum({% if c in amount_columns %}CAST({{ c | ident }} AS DECIMAL(18,2)){% else %}{{ c | ident }}{% endif %}) OVER ({{ claim }}) AS {{ ("_net_" ~ c) | ident }},
+        sum({{ value(c) }}) OVER ({{ claim }}) AS {{ ("_net_" ~ c) | ident }},
         {%- endfor %}
         sum({{ regularisation.quantity | ident }}) OVER ({{ claim }}) > 0 AS _claim_positive
-    FROM dcir_line_rules
+    FROM lines
+    WHERE _claim_lines IS NOT NULL
+    UNION ALL
+    -- A one-line claim (or a line removed by a line rule): its own representative and sums.
+    SELECT *,
+        true AS _first,
+        {%- for k in join_keys %}
+        {{ k | ident }} AS {{ ("_g_" ~ k) | ident }},
+        {%- endfor %}
+        {%- for c in regularisation.summed %}
+        {{ value(c) }} AS {{ ("_net_" ~ c) | ident }},
+        {%- endfor %}
+        {{ regularisation.quantity | ident }} > 0 AS _claim_positive
+    FROM lines
+    WHERE _claim_lines IS NULL
 )
 SELECT *,
     CASE WHEN _rule IS NOT NULL THEN _rule
-         WHEN NOT (_claim_positive AND _first) THEN 'dcir_regularisation' END AS _removed_by,
+         WHEN NOT (coalesce(_claim_positive, false) AND _first) THEN 'dcir_regularisation' END AS _removed_by,
     _rule IS NULL AND _first AS _is_rep,
-    _rule IS NULL AND _claim_positive AS _group_kept
+    _rule IS NULL AND coalesce(_claim_positive, false) AS _group_kept
 FROM claims
