@@ -159,9 +159,7 @@ def clean_pmsi(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestCon
         rows_in = {t: register_table(engine, ingest, t, icfg) or 0 for t in tables}
         b_columns = _column_names(icfg, spec["stay_table"])
         c_columns = _column_names(icfg, spec["chaining_table"])
-        source = {**spec, "name": name,
-                  "order_b": ([spec["week_column"]] if spec.get("week_column") else []) + b_columns,
-                  "order_c": c_columns}
+        source = {**spec, "name": name}
         rules = [{"name": r, **cfg["rules"][r]} for r in spec["rules"]]
         started = time.monotonic()
         engine.create_view(f"stays_{name}", sqlrender.render(

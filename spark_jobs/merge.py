@@ -87,9 +87,8 @@ def run_merge(engine: Engine, clean: Path, output: Path, icfg: IngestConfig, mcf
                       *(p["table"] for p in spec["procedures"])}
             for t in sorted(tables):
                 pmsi_rows_in[t] = register_table(engine, clean / "pmsi", t, icfg, retype=False) or 0
-            b_columns = [c for c in engine.columns(spec["stay_table"])]
-            order_b = ([spec["week_column"]] if spec.get("week_column") else []) + b_columns
-            parts.append(sqlrender.render("merge/pmsi_items.sql", source={**spec, "name": name, "order_b": order_b}))
+            parts.append(sqlrender.render("merge/pmsi_items.sql", source={**spec, "name": name},
+                                          b_columns=engine.columns(spec["stay_table"])))
         engine.create_view("pmsi_items", "\nUNION ALL\n".join(f"SELECT * FROM ({p}) AS {n}" for p, n in
                                                                  zip(parts, merge["pmsi_sources"])), materialize=True)
         pmsi_years = out.write_partitioned(engine, "pmsi", "pmsi_items", "year", PMSI_ORDER + ["code_column"],

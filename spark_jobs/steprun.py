@@ -83,7 +83,7 @@ def register_table(engine: Engine, zone: Path, table: str, cfg, view: str | None
         select = ", ".join(f"CAST(NULL AS {t}) AS {sqlrender.ident(c)}" for c, t in columns)
         engine.create_view(view, f"SELECT {select} FROM (SELECT 1 AS _one) AS _empty WHERE _one = 0")
         return None
-    written = [n for n in pq.read_schema(files[0]).names if n != "year"]
+    written = list(dict.fromkeys(n for f in files for n in pq.read_schema(f).names if n != "year"))
     present = set(written) | ({"year"} if cfg.tables[table].get("yearly") else set())
     engine.read_parquet(f"{view}__files", directory)
     select = [

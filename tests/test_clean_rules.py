@@ -17,7 +17,7 @@ import pytest
 
 from spark_jobs.clean import load_clean_config, run_clean
 from spark_jobs.delivery import IngestConfig
-from spark_jobs.steprun import parquet_files, schema_columns
+from spark_jobs.steprun import parquet_files, register_table, schema_columns
 
 ICFG = IngestConfig.load(None)
 D = dt.date.fromisoformat
@@ -127,42 +127,6 @@ def check_accounting(report: dict, rows_in: dict[str, int], out: Path) -> None:
     for rule, per_table in report["dropped_by_rule"].items():
         for table, count in per_table.items():
             assert report["tables"][table]["dropped_by_rule"][rule] == count, (rule, table)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Input views: yearly tables whose files differ in columns
-# ---------------------------------------------------------------------------------------------------
-# Ingest writes each delivered file with the columns that file had (`columns_in_schema_order`), under
-# TABLE/year=YYYY/, and SNDS tables gain columns over the years (T_MCOaaC.EXE_SOI_DTD/DTF from 2009,
-# RULES.md). The clean step must see every year's values whatever columns the other years have.
-
-def _mco_c_by_year(zone: Path, with_dates: dict[int, bool]) -> None:
-    for year, dated in with_dates.items():
-        row = {"ETA_NUM": "010000001", "RSA_NUM": f"R{year}", "NIR_ANO_17": "N1", "ENT_DAT": f"{year}-02-01"}
-        if dated:
-            row["EXE_SOI_DTD"] = f"{year}-03-01"
-        write_table(zone / "T_MCOaaC", f"year={year}", [row], types=dict(schema_columns(ICFG, "T_MCOaaC")))
-
-
-def _register_and_read(engine, zone: Path) -> list[tuple]:
-    from spark_jobs.steprun import register_table
-
-    register_table(engine, zone, "T_MCOaaC", ICFG)
-    rows = sorted(engine.rows('SELECT "year", "ENT_DAT", "EXE_SOI_DTD" FROM "T_MCOaaC"'))
-    engine.drop_view("T_MCOaaC")
-    return rows
-
-
-def test_yearly_column_added_in_a_later_year_is_read(engine, tmp_path):
-    _mco_c_by_year(tmp_path, {2008: False, 2010: True})   # EXE_SOI_DTD delivered from 2009 on
-    assert _register_and_read(engine, tmp_path) == [
-        (2008, D("2008-02-01"), None), (2010, D("2010-02-01"), D("2010-03-01"))]
-
-
-def test_yearly_column_dropped_in_a_later_year_is_null(engine, tmp_path):
-    _mco_c_by_year(tmp_path, {2008: True, 2010: False})
-    assert _register_and_read(engine, tmp_path) == [
-        (2008, D("2008-02-01"), D("2008-03-01")), (2010, D("2010-02-01"), None)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -657,3 +621,38 @@ def test_pmsi_ssr_and_had_stay_dates(stay_dates):
         "HD1": (D("2018-06-01"), D("2018-06-30")),   # EXE_SOI_DTD/DTF
         "HD2": (D("2018-05-01"), D("2018-05-31")),   # else ENT_DAT/SOR_DAT
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input views: yearly tables whose files differ in columns
+# ---------------------------------------------------------------------------------------------------
+# Ingest writes each delivered file with the columns that file had (`columns_in_schema_order`), under
+# TABLE/year=YYYY/, and SNDS tables gain columns over the years (T_MCOaaC.EXE_SOI_DTD/DTF from 2009,
+# RULES.md). The clean step must see every year's values whatever columns the other years have.
+
+def _mco_c_by_year(zone: Path, with_dates: dict[int, bool]) -> None:
+    for year, dated in with_dates.items():
+        row = {"ETA_NUM": "010000001", "RSA_NUM": f"R{year}", "NIR_ANO_17": "N1", "ENT_DAT": f"{year}-02-01"}
+        if dated:
+            row["EXE_SOI_DTD"] = f"{year}-03-01"
+        write_table(zone / "T_MCOaaC", f"year={year}", [row], types=dict(schema_columns(ICFG, "T_MCOaaC")))
+
+
+def _register_and_read(engine, zone: Path) -> list[tuple]:
+    """The clean step's input view of T_MCOaaC (steprun.register_table, as clean_pmsi makes it)."""
+    register_table(engine, zone, "T_MCOaaC", ICFG)
+    rows = sorted(engine.rows('SELECT "year", "ENT_DAT", "EXE_SOI_DTD" FROM "T_MCOaaC"'))
+    engine.drop_view("T_MCOaaC")
+    return rows
+
+
+def test_yearly_column_added_in_a_later_year_is_read(engine, tmp_path):
+    _mco_c_by_year(tmp_path, {2008: False, 2010: True})   # EXE_SOI_DTD delivered from 2009 on
+    assert _register_and_read(engine, tmp_path) == [
+        (2008, D("2008-02-01"), None), (2010, D("2010-02-01"), D("2010-03-01"))]
+
+
+def test_yearly_column_dropped_in_a_later_year_is_null(engine, tmp_path):
+    _mco_c_by_year(tmp_path, {2008: True, 2010: False})
+    assert _register_and_read(engine, tmp_path) == [
+        (2008, D("2008-02-01"), D("2008-03-01")), (2010, D("2010-02-01"), None)]

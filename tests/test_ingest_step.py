@@ -150,7 +150,7 @@ def test_entry_point_cli_writes_report(synth_delivery, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["status"] == "success" and report["engine"] == "duckdb" and report["seconds"] > 0
-    assert "ingest done:" in proc.stdout
+    assert "ingest done in" in proc.stdout
     bad = tmp_path / "empty"
     bad.mkdir()
     args[args.index("--input") + 1] = str(bad)

@@ -18,7 +18,7 @@ from spark_jobs.clean import load_clean_config
 from spark_jobs.delivery import IngestConfig
 from spark_jobs.merge import load_model_config, run_merge
 from spark_jobs.model import run_model
-from test_clean_rules import scenario_once, column_types, keys, read_rows, write_table
+from test_clean_rules import column_types, keys, read_rows, scenario_once, write_table
 
 ICFG = IngestConfig.load(None)
 D = dt.date.fromisoformat

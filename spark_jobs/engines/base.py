@@ -92,7 +92,8 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def read_parquet(self, view: str, directory: Path) -> None:
-        """Register `view` over the Parquet files of `directory` (hive partitions become columns)."""
+        """Register `view` over the Parquet files of `directory` (hive partitions become columns; files
+        with different columns are read by name, a column missing from a file being NULL there)."""
 
     @abc.abstractmethod
     def drop_view(self, view: str) -> None:

@@ -106,7 +106,7 @@ class DuckDBEngine(Engine):
     def read_parquet(self, view: str, directory: Path) -> None:
         self.con.execute(
             f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_parquet("
-            f"{_quote_literal(str(directory) + '/**/*.parquet')}, hive_partitioning = true)"
+            f"{_quote_literal(str(directory) + '/**/*.parquet')}, hive_partitioning = true, union_by_name = true)"
         )
 
     def drop_view(self, view: str) -> None:

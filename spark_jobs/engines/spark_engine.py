@@ -185,7 +185,10 @@ class SparkEngine(Engine):
         shutil.rmtree(staging)
 
     def read_parquet(self, view: str, directory: Path) -> None:
-        self.spark.read.option("basePath", str(directory)).parquet(str(directory)).createOrReplaceTempView(view)
+        # mergeSchema: yearly files of one table may have different columns (a file has the columns
+        # its delivery had), as union_by_name does on DuckDB.
+        (self.spark.read.option("basePath", str(directory)).option("mergeSchema", "true")
+         .parquet(str(directory)).createOrReplaceTempView(view))
 
     def drop_view(self, view: str) -> None:
         df = self._cached.pop(view, None)

@@ -8,16 +8,13 @@
   code_column, code, code_type, date, end_date, ENT_MOD, SOR_MOD, ghm.
 -#}
 {%- from "merge/_codes.sql" import icd10, code -%}
+{%- from "clean/pmsi/_stays.sql" import first_stay_rows -%}
 {%- set key = ["year"] + source.stay_key -%}
 {%- macro on(t, s) -%}
 {% for k in key %}{{ "AND " if not loop.first }}{{ t }}.{{ k | ident }} = {{ s }}.{{ k | ident }} {% endfor %}
 {%- endmacro -%}
 WITH b AS (
-    SELECT * FROM (
-        SELECT *, row_number() OVER (PARTITION BY {{ key | map("ident") | join(", ") }}
-                                     ORDER BY {{ source.order_b | map("ident") | join(", ") }}) AS _n
-        FROM {{ source.stay_table }}) AS ranked
-    WHERE _n = 1
+    {{ first_stay_rows(source.stay_table, key, b_columns, source.get("week_column")) }}
 ),
 stays AS (
     SELECT c.{{ "year" | ident }}, c.{{ source.stay_key[0] | ident }}, c.{{ source.stay_key[1] | ident }},

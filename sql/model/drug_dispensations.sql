@@ -1,6 +1,6 @@
 {#- drug_dispensations (RULES.md, Drug dispensations): CIP13 items of the cleaned claims, ATC from the
     drug referential IR_PHA_R, dispensed DDDs from the ATC/DDD reference (configuration, not
-    redistributable: REF_ATC_DDD) when its unit is the unit of the strength. One route per ATC code:
+    redistributable: REF_ATC_DDD) when its unit is the unit of the strength. One route per ATC code and unit:
     the first in alphabetical order (O before P). -#}
 WITH ddd_ref AS (
     SELECT ATC_COD, DDD_UNI, DDD_VAL FROM (

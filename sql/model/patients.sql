@@ -11,7 +11,8 @@ WITH ben AS (
     WHERE _n = 1
 ),
 dcir_patients AS (
-    SELECT patient_id, max(BEN_SEX_COD) AS BEN_SEX_COD, max(BEN_NAI_ANN) AS BEN_NAI_ANN, max(event_date) AS last_care
+    SELECT patient_id, max(CASE WHEN BEN_SEX_COD IN (1, 2) THEN BEN_SEX_COD END) AS BEN_SEX_COD,
+        max(BEN_NAI_ANN) AS BEN_NAI_ANN, max(event_date) AS last_care
     FROM dcir WHERE item = 'prestation' GROUP BY patient_id
 ),
 stay_ends AS (
@@ -28,8 +29,11 @@ everyone AS (
     UNION SELECT patient_id FROM diagnoses
 )
 SELECT e.patient_id,
-    coalesce(b.BEN_SEX_COD, d.BEN_SEX_COD) AS sex,
-    CASE WHEN coalesce(b.BEN_NAI_ANN, d.BEN_NAI_ANN) >= {{ missing_before_year }} THEN coalesce(b.BEN_NAI_ANN, d.BEN_NAI_ANN) END AS birth_year,
+    -- A missing value (NULL, sex 9 "unknown", birth year 1600) in IR_BEN_R gives way to DCIR's.
+    coalesce(CASE WHEN b.BEN_SEX_COD IN (1, 2) THEN b.BEN_SEX_COD END,
+             CASE WHEN d.BEN_SEX_COD IN (1, 2) THEN d.BEN_SEX_COD END, b.BEN_SEX_COD, d.BEN_SEX_COD) AS sex,
+    coalesce(CASE WHEN b.BEN_NAI_ANN >= {{ missing_before_year }} THEN b.BEN_NAI_ANN END,
+             CASE WHEN d.BEN_NAI_ANN >= {{ missing_before_year }} THEN d.BEN_NAI_ANN END) AS birth_year,
     b.BEN_NAI_MOI AS birth_month,
     x.latest AS death_date,
     CASE WHEN datediff('day', x.earliest, x.latest) >= {{ incoherent_death_days }} THEN 1 ELSE 0 END AS incoherent_death,

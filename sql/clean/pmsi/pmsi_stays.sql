@@ -9,21 +9,13 @@
   `stay_start`, `stay_end`: sql/clean/pmsi/_stay_dates.sql.
 -#}
 {%- from "clean/pmsi/_stay_dates.sql" import stay_start, stay_end -%}
+{%- from "clean/pmsi/_stays.sql" import first_stay_rows -%}
 {%- set key = ["year"] + source.stay_key -%}
-{%- set on = [] -%}
 WITH b AS (
-    SELECT * FROM (
-        SELECT *, row_number() OVER (PARTITION BY {{ key | map("ident") | join(", ") }}
-                                     ORDER BY {{ (source.order_b) | map("ident") | join(", ") }}) AS _n
-        FROM {{ source.stay_table }}) AS ranked
-    WHERE _n = 1
+    {{ first_stay_rows(source.stay_table, key, b_columns, source.get("week_column")) }}
 ),
 c AS (
-    SELECT * FROM (
-        SELECT *, row_number() OVER (PARTITION BY {{ key | map("ident") | join(", ") }}
-                                     ORDER BY {{ (source.order_c) | map("ident") | join(", ") }}) AS _n
-        FROM {{ source.chaining_table }}) AS ranked
-    WHERE _n = 1
+    {{ first_stay_rows(source.chaining_table, key, c_columns) }}
 ),
 stays AS (
     SELECT
