@@ -26,7 +26,7 @@ import yaml
 from spark_jobs import sqlrender
 from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
 from spark_jobs.engines import Engine, local_path
-from spark_jobs.stepargs import step_parser
+from spark_jobs.stepargs import add_config_args, step_parser
 from spark_jobs.steprun import AccountingError, StagedOutputs, StepError, register_table, run_step, schema_columns
 
 log = logging.getLogger("snds.clean")
@@ -103,6 +103,11 @@ class Attrition:
         }
 
 
+def _order_by(order: list) -> str:
+    """The `_o1, _o2, ...` aliases clean_output.sql gives the output order's expressions."""
+    return ", ".join(f"_o{i + 1}" for i in range(len(order)))
+
+
 def _column_names(icfg: IngestConfig, table: str) -> list[str]:
     return [c for c, _ in schema_columns(icfg, table)]
 
@@ -129,21 +134,29 @@ def clean_dcir(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestCon
                                                            detail_rules=detail_rules, **params))
     engine.create_view("dcir_lines", sqlrender.render("clean/dcir/dcir_regularisation.sql", **params), materialize=True)
     kept, removed = _fate_counts(engine, "dcir_lines")
-    written = out.write(engine, "ER_PRS_F", sqlrender.render("clean/dcir/clean_er_prs_f.sql", **params),
-                        order_by=", ".join(f"_o{i + 1}" for i in range(len(cfg["join_keys"]))))
+    ident = sqlrender.ident
+    order = [ident(k) for k in cfg["join_keys"]]
+    written = out.write(engine, "ER_PRS_F", sqlrender.render(
+        "clean/dcir/clean_output.sql", source_view="dcir_lines", columns=params["line_columns"],
+        replaced={c: ident(f"_net_{c}") for c in cfg["regularisation"]["summed"]},
+        amount_columns=cfg["amount_columns"], order=order), order_by=_order_by(order))
     attrition.record("ER_PRS_F", rows_in["ER_PRS_F"], kept, removed, written, time.monotonic() - started)
     for table, spec in cfg["detail_tables"].items():
         started = time.monotonic()
         columns = _column_names(icfg, table)
         others = [c for c in columns if c not in cfg["join_keys"] and c != spec["code"]]
         detail = {**params, "table": table, "code": spec["code"], "quantity": spec.get("quantity"),
-                  "columns": columns, "order_columns": others, "rows_view": f"{table}_rows"}
+                  "order_columns": others}
         engine.create_view(f"{table}_rows", sqlrender.render("clean/dcir/dcir_detail_rows.sql", **detail),
                            materialize=True)
         kept, removed = _fate_counts(engine, f"{table}_rows")
-        n_order = len(cfg["join_keys"]) + 1 + len(others)
-        written = out.write(engine, table, sqlrender.render("clean/dcir/clean_detail.sql", **detail),
-                            order_by=", ".join(f"_o{i + 1}" for i in range(n_order)))
+        replaced = {k: ident(f"_g_{k}") for k in cfg["join_keys"]}
+        if spec.get("quantity"):
+            replaced[spec["quantity"]] = "CAST(_net AS BIGINT)"
+        order = [replaced[k] for k in cfg["join_keys"]] + [ident(c) for c in [spec["code"], *others]]
+        written = out.write(engine, table, sqlrender.render(
+            "clean/dcir/clean_output.sql", source_view=f"{table}_rows", columns=columns, replaced=replaced,
+            amount_columns=cfg["amount_columns"], order=order), order_by=_order_by(order))
         attrition.record(table, rows_in[table], kept, removed, written, time.monotonic() - started)
         engine.drop_view(f"{table}_rows")
     engine.drop_view("dcir_lines")
@@ -212,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", required=True, choices=SOURCES, help="source family to clean")
     p.add_argument("--input", required=True, help="ingest zone of the release")
     p.add_argument("--output", required=True, help="clean zone of this source family")
-    p.add_argument("--config", default=None, help="ingest configuration (default: config/ingest.yaml)")
-    p.add_argument("--clean-config", default=None, help="cleaning rules (default: config/clean.yaml)")
+    add_config_args(p, clean=True)
 
     def body(args, engine: Engine) -> dict:
         icfg = IngestConfig.load(args.config)

@@ -32,7 +32,7 @@ from spark_jobs import sqlrender
 from spark_jobs.delivery import DeliveredFile, DeliveryError, IngestConfig
 from spark_jobs.engines import Engine, local_path, replace_directory
 from spark_jobs.keys import KeyProviderError
-from spark_jobs.stepargs import add_pseudonymisation_args, key_provider_from_args, step_parser
+from spark_jobs.stepargs import add_config_args, add_pseudonymisation_args, key_provider_from_args, step_parser
 from spark_jobs.steprun import AccountingError, parquet_rows, run_step
 from spark_jobs.vault import Argon2Params, Vault, VaultError, check_params, check_separate
 
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True, help="delivery directory (path or file:// URI)")
     p.add_argument("--output", required=True, help="ingest zone of this release (typed Parquet)")
     p.add_argument("--quarantine", required=True, help="quarantine zone of this release")
-    p.add_argument("--config", default=None, help="ingest configuration (default: config/ingest.yaml)")
+    add_config_args(p)
     p.add_argument("--encoding", default=None, help="override the delivery encoding (utf-8, latin-1)")
     p.add_argument("--patient-id-column", default=None, choices=["BEN_NIR_PSA", "NUM_ENQ"],
                    help="override the delivery's patient column naming")

@@ -28,7 +28,7 @@ from spark_jobs import sqlrender
 from spark_jobs.clean import load_clean_config
 from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
 from spark_jobs.engines import Engine, local_path
-from spark_jobs.stepargs import step_parser
+from spark_jobs.stepargs import add_config_args, step_parser
 from spark_jobs.steprun import AccountingError, StagedOutputs, StepError, register_table, run_step
 
 log = logging.getLogger("snds.merge")
@@ -54,8 +54,9 @@ def load_model_config(path: str | Path | None = None) -> dict:
     return cfg
 
 
-def run_merge(engine: Engine, clean: Path, output: Path, icfg: IngestConfig, mcfg: dict, run_id: str) -> dict:
-    ccfg = load_clean_config()
+def run_merge(engine: Engine, clean: Path, output: Path, icfg: IngestConfig, mcfg: dict, run_id: str,
+              ccfg: dict | None = None) -> dict:
+    ccfg = ccfg or load_clean_config()  # the DCIR join keys
     merge = mcfg["merge"]
     out = StagedOutputs(output, run_id)
     try:
@@ -126,12 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     p = step_parser("merge", "Cleaned DCIR and PMSI -> item tables by year and source, with unified names")
     p.add_argument("--input", required=True, help="clean zone of the release (with dcir/ and pmsi/)")
     p.add_argument("--output", required=True, help="merge zone of the release")
-    p.add_argument("--config", default=None, help="ingest configuration (default: config/ingest.yaml)")
-    p.add_argument("--model-config", default=None, help="merge and model settings (default: config/model.yaml)")
+    add_config_args(p, clean=True, model=True)
 
     def body(args, engine: Engine) -> dict:
         return run_merge(engine, local_path(args.input), local_path(args.output), IngestConfig.load(args.config),
-                         load_model_config(args.model_config), args.run_id)
+                         load_model_config(args.model_config), args.run_id, load_clean_config(args.clean_config))
 
     return run_step("merge", p, body, argv, inputs=lambda a: {"clean": a.input}, outputs=lambda a: {"merge": a.output},
                     expected=(DeliveryError,))

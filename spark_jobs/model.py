@@ -23,7 +23,7 @@ from spark_jobs import sqlrender
 from spark_jobs.delivery import DeliveryError, IngestConfig
 from spark_jobs.engines import Engine, local_path
 from spark_jobs.merge import load_model_config
-from spark_jobs.stepargs import step_parser
+from spark_jobs.stepargs import add_config_args, step_parser
 from spark_jobs.steprun import StagedOutputs, StepError, register_partitioned, register_table, run_step
 
 log = logging.getLogger("snds.model")
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True, help="merge zone of the release")
     p.add_argument("--ingest", required=True, help="ingest zone of the release (referentials: IR_BEN_R, ...)")
     p.add_argument("--output", required=True, help="model zone of the release")
-    p.add_argument("--config", default=None, help="ingest configuration (default: config/ingest.yaml)")
-    p.add_argument("--model-config", default=None, help="merge and model settings (default: config/model.yaml)")
+    add_config_args(p, model=True)
 
     def body(args, engine: Engine) -> dict:
         return run_model(engine, local_path(args.input), local_path(args.ingest), local_path(args.output),

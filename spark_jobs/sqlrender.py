@@ -59,9 +59,18 @@ def _environment() -> jinja2.Environment:
 _ENV: jinja2.Environment | None = None
 
 
-def render(template: str, **params) -> str:
-    """Render sql/<template> with `params` into one SQL statement (authoring dialect)."""
+def _env() -> jinja2.Environment:
     global _ENV
     if _ENV is None:
         _ENV = _environment()
-    return _ENV.get_template(template).render(**params).strip().rstrip(";")
+    return _ENV
+
+
+def render(template: str, **params) -> str:
+    """Render sql/<template> with `params` into one SQL statement (authoring dialect)."""
+    return _env().get_template(template).render(**params).strip().rstrip(";")
+
+
+def render_text(text: str, **params) -> str:
+    """Render SQL given as text, which may import the macros of sql/ (tests of a single macro)."""
+    return _env().from_string(text).render(**params).strip().rstrip(";")

@@ -24,6 +24,15 @@ def step_parser(step: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_config_args(p: argparse.ArgumentParser, clean: bool = False, model: bool = False) -> None:
+    """The configuration files a step reads (defaults: the repository's config/)."""
+    p.add_argument("--config", default=None, help="ingest configuration (default: config/ingest.yaml)")
+    if clean:
+        p.add_argument("--clean-config", default=None, help="cleaning rules (default: config/clean.yaml)")
+    if model:
+        p.add_argument("--model-config", default=None, help="merge and model settings (default: config/model.yaml)")
+
+
 def add_pseudonymisation_args(p: argparse.ArgumentParser, argon2: bool = True) -> None:
     """The region's vault and key provider (and argon2 parameters), as the region config gives them."""
     g = p.add_argument_group("pseudonymisation")

@@ -656,3 +656,15 @@ def test_yearly_column_dropped_in_a_later_year_is_null(engine, tmp_path):
     _mco_c_by_year(tmp_path, {2008: True, 2010: False})
     assert _register_and_read(engine, tmp_path) == [
         (2008, D("2008-02-01"), D("2008-03-01")), (2010, D("2010-02-01"), None)]
+
+
+def test_first_week_of_a_stay_is_chosen_by_number(engine):
+    """SSR: the stay's first row is its lowest RHS_NUM as a number ('2' before '10'), on both engines."""
+    from spark_jobs import sqlrender
+
+    engine.register_rows("weeks", ["year", "ETA_NUM", "RHA_NUM", "RHS_NUM", "GRG_GME"],
+                         [("2018", "1", "S", "10", "W10"), ("2018", "1", "S", "2", "W2"), ("2018", "1", "T", "3", "T3")])
+    sql = ("{% from 'clean/pmsi/_stays.sql' import first_stay_rows %}"
+           "SELECT RHA_NUM, GRG_GME FROM ({{ first_stay_rows('weeks', key, columns, 'RHS_NUM') }}) AS f ORDER BY RHA_NUM")
+    rendered = sqlrender.render_text(sql, key=["year", "ETA_NUM", "RHA_NUM"], columns=["RHS_NUM", "GRG_GME"])
+    assert engine.rows(rendered) == [("S", "W2"), ("T", "T3")]
