@@ -87,8 +87,8 @@ class Engine(abc.ABC):
         named part-00000.parquet, part-00001.parquet, ... in a deterministic order. With `order_by`
         (one column, or several as "a, b"), `sql` also selects those columns: rows are written in
         their order and the columns are left out
-        (a full sort on DuckDB; on Spark a sort within each partition, since a global sort's range
-        boundaries come from a sample that varies from run to run)."""
+        (a full sort on DuckDB; on Spark a hash partitioning on those columns and a sort within each
+        partition, since a global sort's range boundaries come from a sample)."""
 
     @abc.abstractmethod
     def read_parquet(self, view: str, directory: Path) -> None:

@@ -173,8 +173,13 @@ class SparkEngine(Engine):
             shutil.rmtree(staging)
         df = self.spark.sql(self.transpile(sql))
         if order_by:
+            # Rows go to partitions by a hash of the order columns (not by how the upstream shuffles,
+            # joins and unions happened to split them, which adaptive execution may vary), then are
+            # sorted within each: the same rows give the same files. A global sort would not: its
+            # range boundaries come from a sample.
             columns = [c.strip() for c in order_by.split(",")]
-            df = df.sortWithinPartitions(*columns).drop(*columns)
+            partitions = int(self.spark.conf.get("spark.sql.shuffle.partitions"))
+            df = df.repartition(partitions, *columns).sortWithinPartitions(*columns).drop(*columns)
         df.write.mode("overwrite").parquet(str(staging))
         directory.mkdir(parents=True, exist_ok=True)
         # Spark names parts part-<index>-<random uuid>-c000...; keep the index, drop the randomness,
