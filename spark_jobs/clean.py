@@ -32,13 +32,10 @@ from spark_jobs.steprun import AccountingError, StagedOutputs, StepError, regist
 log = logging.getLogger("snds.clean")
 
 SOURCES = ("dcir", "pmsi")
-DCIR_RULES = ("dcir_for_information", "dcir_for_information_strict", "dcir_bse_prs_nat_0", "dcir_ete_ind_taa_1")
-PMSI_RULES = ("pmsi_bad_chaining", "pmsi_geographic_finess_duplicate", "mco_error_ghm", "ssr_error_gme",
-              "had_error_ghpc", "mco_ghs_9999")
 
 
 def load_clean_config(path: str | Path | None = None) -> dict:
-    """config/clean.yaml, checked: every rule named there has its SQL file, every table is known."""
+    """config/clean.yaml, checked: every rule named there has its SQL file and its settings."""
     path = Path(path) if path else CONFIG_DIR / "clean.yaml"
     try:
         with open(path, encoding="utf-8") as fh:
