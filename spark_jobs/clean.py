@@ -100,11 +100,6 @@ class Attrition:
         }
 
 
-def _order_by(order: list) -> str:
-    """The `_o1, _o2, ...` aliases clean_output.sql gives the output order's expressions."""
-    return ", ".join(f"_o{i + 1}" for i in range(len(order)))
-
-
 def _column_names(icfg: IngestConfig, table: str) -> list[str]:
     return [c for c, _ in schema_columns(icfg, table)]
 
@@ -132,11 +127,12 @@ def clean_dcir(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestCon
     engine.create_view("dcir_lines", sqlrender.render("clean/dcir/dcir_regularisation.sql", **params), materialize=True)
     kept, removed = _fate_counts(engine, "dcir_lines")
     ident = sqlrender.ident
-    order = [ident(k) for k in cfg["join_keys"]]
-    written = out.write(engine, "ER_PRS_F", sqlrender.render(
+    engine.create_view("ER_PRS_F__clean", sqlrender.render(
         "clean/dcir/clean_output.sql", source_view="dcir_lines", columns=params["line_columns"],
         replaced={c: ident(f"_net_{c}") for c in cfg["regularisation"]["summed"]},
-        amount_columns=cfg["amount_columns"], order=order), order_by=_order_by(order))
+        amount_columns=cfg["amount_columns"]))
+    written = out.write_view(engine, "ER_PRS_F", "ER_PRS_F__clean", params["line_columns"], cfg["join_keys"])
+    engine.drop_view("ER_PRS_F__clean")
     attrition.record("ER_PRS_F", rows_in["ER_PRS_F"], kept, removed, written, time.monotonic() - started)
     for table, spec in cfg["detail_tables"].items():
         started = time.monotonic()
@@ -150,11 +146,12 @@ def clean_dcir(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestCon
         replaced = {k: ident(f"_g_{k}") for k in cfg["join_keys"]}
         if spec.get("quantity"):
             replaced[spec["quantity"]] = "CAST(_net AS BIGINT)"
-        order = [replaced[k] for k in cfg["join_keys"]] + [ident(c) for c in [spec["code"], *others]]
-        written = out.write(engine, table, sqlrender.render(
+        engine.create_view(f"{table}__clean", sqlrender.render(
             "clean/dcir/clean_output.sql", source_view=f"{table}_rows", columns=columns, replaced=replaced,
-            amount_columns=cfg["amount_columns"], order=order), order_by=_order_by(order))
+            amount_columns=cfg["amount_columns"]))
+        written = out.write_view(engine, table, f"{table}__clean", columns, [*cfg["join_keys"], spec["code"], *others])
         attrition.record(table, rows_in[table], kept, removed, written, time.monotonic() - started)
+        engine.drop_view(f"{table}__clean")
         engine.drop_view(f"{table}_rows")
     engine.drop_view("dcir_lines")
     return attrition.sections()
@@ -183,12 +180,11 @@ def clean_pmsi(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestCon
             order = [c for c in columns if c not in key]
             engine.create_view(f"{table}_rows", sqlrender.render(
                 "clean/pmsi/pmsi_table_rows.sql", table=table, source=spec, columns=columns, with_dates=with_dates,
-                order_columns=order, stays_view=f"stays_{name}"), materialize=True)
+                stays_view=f"stays_{name}"), materialize=True)
             kept, removed = _fate_counts(engine, f"{table}_rows")
-            select = ", ".join(sqlrender.ident(c) for c in columns + (["stay_start", "stay_end"] if with_dates else []))
-            orders = ", ".join(f"_o{i + 1}" for i in range(len(key) + len(order)))
-            written = out.write(engine, table, f"SELECT {select}, {orders} FROM {table}_rows WHERE _removed_by IS NULL",
-                                order_by=orders)
+            written = out.write_view(engine, table, f"{table}_rows",
+                                     columns + (["stay_start", "stay_end"] if with_dates else []),
+                                     key + order, where="_removed_by IS NULL")
             attrition.record(table, rows_in[table], kept, removed, written, time.monotonic() - started)
             engine.drop_view(f"{table}_rows")
             started = time.monotonic()

@@ -65,7 +65,12 @@ def run_merge(engine: Engine, clean: Path, output: Path, icfg: IngestConfig, mcf
                    for t in ["ER_PRS_F", *merge["dcir_items"]]}
         engine.create_view("dcir_items", sqlrender.render(
             "merge/dcir_items.sql", items=merge["dcir_items"], join_keys=ccfg["dcir"]["join_keys"]), materialize=True)
-        per_table = dict(engine.rows("SELECT source_table, count(*) FROM dcir_items GROUP BY source_table"))
+        per_table: dict[str, int] = {}
+        dcir_counts: dict[str, int] = {}
+        for table, item, n in sorted(engine.rows("SELECT source_table, item, count(*) FROM dcir_items GROUP BY source_table, item")):
+            per_table[table] = per_table.get(table, 0) + int(n)
+            dcir_counts[item] = dcir_counts.get(item, 0) + int(n)
+        dcir_counts = dict(sorted(dcir_counts.items()))
         for table, n in rows_in.items():
             if per_table.get(table, 0) != n:
                 raise AccountingError(f"merge: {n} cleaned {table} rows gave {per_table.get(table, 0)} DCIR items "
@@ -73,8 +78,6 @@ def run_merge(engine: Engine, clean: Path, output: Path, icfg: IngestConfig, mcf
         dcir_years = out.write_partitioned(engine, "dcir", "dcir_items", "year", DCIR_ORDER, DCIR_ORDER)
         if sum(dcir_years.values()) != sum(rows_in.values()):
             raise AccountingError(f"merge: {sum(rows_in.values()) - sum(dcir_years.values())} DCIR items have no date")
-        dcir_counts = {item: int(n) for item, n in sorted(engine.rows(
-            "SELECT item, count(*) FROM dcir_items GROUP BY item"))}
         engine.drop_view("dcir_items")
         dcir_seconds = time.monotonic() - started
         log.info("merge dcir: %d items (%s) in %d years (%.1f s)", sum(dcir_counts.values()),
@@ -97,7 +100,7 @@ def run_merge(engine: Engine, clean: Path, output: Path, icfg: IngestConfig, mcf
         pmsi_counts: dict[str, dict[str, int]] = {}
         for source, item, n in sorted(engine.rows("SELECT source, item, count(*) FROM pmsi_items GROUP BY source, item")):
             pmsi_counts.setdefault(source, {})[item] = int(n)
-        (total,), = engine.rows("SELECT count(*) FROM pmsi_items")
+        total = sum(n for counts in pmsi_counts.values() for n in counts.values())
         if sum(pmsi_years.values()) != total:
             raise AccountingError(f"merge: {total - sum(pmsi_years.values())} PMSI items have no year")
         engine.drop_view("pmsi_items")
