@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -30,10 +29,10 @@ from pathlib import Path
 
 from spark_jobs import sqlrender
 from spark_jobs.delivery import DeliveredFile, DeliveryError, IngestConfig
-from spark_jobs.engines import Engine, local_path, replace_directory
+from spark_jobs.engines import Engine, local_path
 from spark_jobs.keys import KeyProviderError
 from spark_jobs.stepargs import add_config_args, add_pseudonymisation_args, key_provider_from_args, step_parser
-from spark_jobs.steprun import AccountingError, parquet_rows, run_step
+from spark_jobs.steprun import AccountingError, StagedOutputs, parquet_rows, run_step, run_tag
 from spark_jobs.vault import Argon2Params, Vault, VaultError, check_params, check_separate
 
 log = logging.getLogger("snds.ingest")
@@ -211,20 +210,14 @@ def run_ingest(engine: Engine, input_dir: Path, output: Path, quarantine: Path, 
     # Keys and vault are opened (and identifiers hashed) before anything is written: a wrong key or a
     # damaged vault stops the step with the lake untouched.
     pseudonymisation, new_mappings = build_release_id_map(engine, files, cfg, pseudo)
-    tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
-    out_stage = output.with_name(f"{output.name}.__staging-{tag}")
-    q_stage = quarantine.with_name(f"{quarantine.name}.__staging-{tag}")
-    for d in (out_stage, q_stage):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+    out, q_out = StagedOutputs(output, run_id), StagedOutputs(quarantine, run_id)
     tables: dict[str, dict] = {}
     by_reason: dict[str, int] = {}
     by_table: dict[str, int] = {}
     by_rule: dict[str, dict[str, int]] = {}
     try:
         for f in files:
-            counts = ingest_file(engine, f, cfg, out_stage, q_stage)
+            counts = ingest_file(engine, f, cfg, out.stage, q_out.stage)
             t = tables.setdefault(
                 f.table,
                 {"path": str(output / f.table), "rows_read": 0, "rows": 0, "quarantined": 0, "dropped": 0,
@@ -243,15 +236,15 @@ def run_ingest(engine: Engine, input_dir: Path, output: Path, quarantine: Path, 
             engine.drop_view(view)
         pseudonymisation["hash_calls"] = engine.pseudonym_calls()
         # The new mappings are sealed into the vault before the outputs that use them become visible.
-        delta = pseudo.vault.add_pending(tag, new_mappings, pseudo.params)
+        delta = pseudo.vault.add_pending(run_tag(run_id), new_mappings, pseudo.params)
         pseudonymisation["pending_delta"] = str(delta) if delta else None
         new_mappings.clear()
     except BaseException:
-        shutil.rmtree(out_stage, ignore_errors=True)
-        shutil.rmtree(q_stage, ignore_errors=True)
+        out.discard()
+        q_out.discard()
         raise
-    replace_directory(out_stage, output)
-    replace_directory(q_stage, quarantine)
+    out.commit()
+    q_out.commit()
     totals = {
         "rows_read": sum(t["rows_read"] for t in tables.values()),
         "rows_written": sum(t["rows"] for t in tables.values()),

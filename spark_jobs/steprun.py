@@ -110,13 +110,17 @@ def register_partitioned(engine: Engine, view: str, directory: Path, column: str
     return parquet_rows(directory)
 
 
+def run_tag(run_id: str) -> str:
+    """A run id usable in a file name (Airflow run ids contain ':' and '+')."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
+
+
 class StagedOutputs:
     """The outputs of one step run: written under `<final>.__staging-<run>`, switched in by `commit`."""
 
     def __init__(self, final: Path, run_id: str):
-        tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
         self.final = final
-        self.stage = final.with_name(f"{final.name}.__staging-{tag}")
+        self.stage = final.with_name(f"{final.name}.__staging-{run_tag(run_id)}")
         if self.stage.exists():
             shutil.rmtree(self.stage)
         self.stage.mkdir(parents=True)
