@@ -1,9 +1,10 @@
-"""Airflow DAGs of each region of config/regions/*.yaml: the release pipeline (snds_release__<region>)
-and the vault key rotation (snds_key_rotation__<region>).
+"""Airflow DAGs of each region of config/regions/*.yaml ($SNDS_REGIONS narrows them): the release
+pipeline (snds_release__<region>), the landing watch (snds_landing_watch__<region>) and the vault key
+rotation (snds_key_rotation__<region>).
 
 Thin on purpose: the factory and the operators live in plugins/snds_operators, the steps in spark_jobs.
 """
 
-from snds_operators.factory import build_release_dags
+from snds_operators.factory import build_dags
 
-globals().update(build_release_dags())
+globals().update(build_dags())

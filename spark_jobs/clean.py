@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from spark_jobs import sqlrender
+from spark_jobs.bundle import resource
 from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
 from spark_jobs.engines import Engine, local_path
 from spark_jobs.stepargs import add_config_args, step_parser
@@ -36,7 +37,7 @@ SOURCES = ("dcir", "pmsi")
 
 def load_clean_config(path: str | Path | None = None) -> dict:
     """config/clean.yaml, checked: every rule named there has its SQL file and its settings."""
-    path = Path(path) if path else CONFIG_DIR / "clean.yaml"
+    path = resource(path) if path else CONFIG_DIR / "clean.yaml"
     try:
         with open(path, encoding="utf-8") as fh:
             cfg = yaml.safe_load(fh)

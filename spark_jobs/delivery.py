@@ -15,9 +15,11 @@ from pathlib import Path
 
 import yaml
 
+from spark_jobs.bundle import project_dir, resource
+
 log = logging.getLogger("snds.delivery")
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = project_dir() / "config"
 
 #: Schema `format` values of date fields -> the layouts sql/ingest/_parse.sql knows.
 _STRPTIME_LAYOUTS = {
@@ -90,7 +92,7 @@ class IngestConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None, **profile_overrides) -> "IngestConfig":
-        path = Path(path) if path else CONFIG_DIR / "ingest.yaml"
+        path = resource(path) if path else CONFIG_DIR / "ingest.yaml"
         with open(path, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh)
         delivery = dict(raw.get("delivery", {}))

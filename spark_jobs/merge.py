@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from spark_jobs import sqlrender
+from spark_jobs.bundle import resource
 from spark_jobs.clean import load_clean_config
 from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
 from spark_jobs.engines import Engine, local_path
@@ -42,7 +43,7 @@ PMSI_ORDER = ["patient_id", "source", "eta_num", "stay_id", "item", "code_type",
 
 
 def load_model_config(path: str | Path | None = None) -> dict:
-    path = Path(path) if path else CONFIG_DIR / "model.yaml"
+    path = resource(path) if path else CONFIG_DIR / "model.yaml"
     try:
         with open(path, encoding="utf-8") as fh:
             cfg = yaml.safe_load(fh) or {}

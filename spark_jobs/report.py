@@ -139,11 +139,21 @@ def truth_check(steps: dict, manifest: dict) -> dict:
             "checked": checked, "events_not_built": unchecked_events, "differences": differences}
 
 
+def _status(steps: dict, selected: list[str] | None, dry_run: bool) -> str:
+    if dry_run:
+        return "dry_run"
+    wanted = list(selected) if selected else list(steps)  # a report's `step` is its task id
+    ok = bool(wanted) and all(steps.get(name, {}).get("status") == "success" for name in wanted)
+    return "success" if ok else "failed"
+
+
 def assemble_summary(run_dir: Path, *, region: str, release: str, run_id: str, engine: str,
-                     input_uri: str, truth_manifest: Path | None = None, extra: dict | None = None) -> Path:
+                     input_uri: str, truth_manifest: Path | None = None, extra: dict | None = None,
+                     selected_steps: list[str] | None = None, dry_run: bool = False) -> Path:
     """Collect the step reports of a run into `<run_dir>/summary.json` and return its path. With the
     truth manifest of a synthetic delivery, the ingest counts are checked against it and a mismatch
-    fails the run."""
+    fails the run. A run that selected some steps succeeds when those did; a dry run has the status
+    `dry_run`."""
     steps = {}
     steps_dir = run_dir / "steps"
     for report in sorted(steps_dir.glob("*.json")) if steps_dir.is_dir() else []:
@@ -159,7 +169,7 @@ def assemble_summary(run_dir: Path, *, region: str, release: str, run_id: str, e
         "input": input_uri,
         "code_version": code_version(),
         "written_at": now_utc(),
-        "status": "success" if steps and all(s.get("status") == "success" for s in steps.values()) else "failed",
+        "status": _status(steps, selected_steps, dry_run),
         "steps": steps,
     }
     if truth_manifest is not None and truth_manifest.exists():

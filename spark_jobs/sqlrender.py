@@ -12,8 +12,10 @@ from pathlib import Path
 
 import jinja2
 
-#: Root of the SQL tree; SNDS_SQL_DIR overrides it (e.g. when the jobs run from a packaged zip).
-SQL_DIR = Path(os.environ.get("SNDS_SQL_DIR", Path(__file__).resolve().parent.parent / "sql"))
+from spark_jobs.bundle import project_dir
+
+#: Root of the SQL tree (in the checkout, or extracted from the code bundle); SNDS_SQL_DIR overrides it.
+SQL_DIR = Path(os.environ.get("SNDS_SQL_DIR") or project_dir() / "sql")
 
 
 def sql_string(value: str) -> str:

@@ -21,6 +21,9 @@ def step_parser(step: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, help="where to write this step's JSON report")
     p.add_argument("--duckdb-memory-limit", default=None, help="DuckDB memory_limit, e.g. 8GB")
     p.add_argument("--duckdb-threads", type=int, default=None, help="DuckDB threads")
+    p.add_argument("--allowed-root", action="append", default=[], metavar="ROOT",
+                   help="the region's storage (repeatable): every location argument must be under one of "
+                        "them, or the step refuses to run (data sovereignty)")
     return p
 
 

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 from spark_jobs import sqlrender
+from spark_jobs.bundle import code_origin
 from spark_jobs.engines import Engine, local_path, open_engine, replace_directory
 from spark_jobs.report import now_utc, write_json_atomic
 from spark_jobs.stepargs import engine_settings, setup_logging
+from spark_jobs.uris import SovereigntyError, check_within
 
 log = logging.getLogger("snds.step")
 
@@ -157,6 +159,22 @@ class StagedOutputs:
         shutil.rmtree(self.stage, ignore_errors=True)
 
 
+#: The arguments of the step entry points that name a storage location.
+LOCATION_ARGS = ("input", "output", "quarantine", "ingest", "report", "vault", "key_file")
+
+
+def check_locations(args: argparse.Namespace) -> None:
+    """Every location argument inside the `--allowed-root`s given (the region's storage); nothing to
+    check when none is given (a step run by hand)."""
+    roots = getattr(args, "allowed_root", None) or []
+    if not roots:
+        return
+    for name in LOCATION_ARGS:
+        value = getattr(args, name, None)
+        if value:
+            check_within(value, roots, f"--{name.replace('_', '-')}")
+
+
 def run_step(step: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace, Engine], dict],
              argv: list[str] | None = None, inputs: Callable[[argparse.Namespace], dict] | None = None,
              outputs: Callable[[argparse.Namespace], dict] | None = None, expected: tuple = ()) -> int:
@@ -164,9 +182,14 @@ def run_step(step: str, parser: argparse.ArgumentParser, body: Callable[[argpars
     sections, including `totals`) and write the step's report; returns the exit code."""
     args = parser.parse_args(argv)
     setup_logging()
+    try:
+        check_locations(args)
+    except SovereigntyError as exc:
+        log.error("%s refused: %s", step, exc)  # no report: its own location may be the foreign one
+        return 1
     t0 = time.monotonic()
     report = {"step": step, "engine": args.engine, "release": args.release, "run_id": args.run_id,
-              "started_at": now_utc(), "inputs": inputs(args) if inputs else {},
+              "started_at": now_utc(), "code": code_origin(), "inputs": inputs(args) if inputs else {},
               "outputs": outputs(args) if outputs else {}}
     try:
         with open_engine(args.engine, **engine_settings(args)) as engine:

@@ -27,8 +27,12 @@ os.environ.setdefault("AIRFLOW_CONN_SPARK_LOCAL", json.dumps({"conn_type": "spar
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 # Python workers (UDFs) run the test interpreter, which has the project's packages.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.pop("SNDS_ENGINE", None)
-os.environ.pop("SNDS_REGIONS_DIR", None)
+for _var in ("SNDS_ENGINE", "SNDS_REGIONS_DIR", "SNDS_DEPLOYMENT", "SNDS_REGIONS"):
+    os.environ.pop(_var, None)
+
+# Servers started by the tests that need them (once per session, stopped at its end).
+from pgserver import postgres_server  # noqa: E402,F401
+from sparkcluster import spark_standalone  # noqa: E402,F401
 
 SAMPLES = PROJECT_ROOT / "tests" / "data" / "snds_samples"
 

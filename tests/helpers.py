@@ -86,3 +86,32 @@ def run_steps_after_ingest(engine_name: str, ingest: Path, out: Path, *, spark=N
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under `root` (relative path -> content), to compare reruns byte for byte."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_test_region(tmp_path: Path, *, roots: tuple[Path, ...] = (), name: str = "local",
+                      overrides: dict | None = None) -> Path:
+    """A regions directory with config/regions/<name>.yaml's local settings moved under `tmp_path`
+    (lake, landing, code, vault and key, lineage file) plus the extra local `roots` (e.g. where the
+    test's delivery is), cheap argon2 and 2 GB for DuckDB. `overrides` are merged on top (nested
+    mappings merged key by key). Returns the directory, for SNDS_REGIONS_DIR."""
+    import yaml
+
+    from snds_operators.regions import REGIONS_DIR, _merge
+
+    cfg = yaml.safe_load((REGIONS_DIR / f"{name}.yaml").read_text())
+    cfg = _merge(cfg, cfg.pop("variants", {}).get("local") or {})
+    cfg["storage"] = {"local_roots": [str(tmp_path), *map(str, roots)], "lake_root": str(tmp_path / "lake"),
+                      "landing_root": str(tmp_path / "landing"), "code_root": str(tmp_path / "code")}
+    cfg["duckdb"] = {**cfg.get("duckdb", {}), "memory_limit": "2GB"}
+    cfg["pseudonymisation"] = {
+        "vault_root": str(tmp_path / "secure" / "vault"),
+        "key_provider": {"type": "local_file", "path": str(tmp_path / "secure" / "keys" / "region.key"),
+                         "create_if_missing": True},
+        "argon2": {"time_cost": 1, "memory_cost_kib": 64, "parallelism": 1}}
+    cfg["lineage"] = {**cfg["lineage"], "transport": {"type": "file", "append": True,
+                                                      "log_file_path": str(tmp_path / "lineage" / "events.jsonl")}}
+    cfg = _merge(cfg, overrides or {})
+    regions = tmp_path / "regions"
+    regions.mkdir(exist_ok=True)
+    (regions / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return regions

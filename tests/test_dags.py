@@ -30,185 +30,354 @@ def test_dagbag_imports_without_errors():
 
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
     assert bag.import_errors == {}
-    assert "snds_release__local" in bag.dags
+    regions = ("local", "fr-paris", "eu-frankfurt", "us-east")
+    assert set(bag.dags) == {f"snds_{kind}__{r}" for kind in ("release", "landing_watch", "key_rotation")
+                             for r in regions}
     dag = bag.dags["snds_release__local"]
     upstream = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}
     assert upstream == {
-        "prepare_run": [], "check_keys": ["prepare_run"], "ingest": ["check_keys"], "update_vault": ["ingest"],
+        "prepare_run": [], "preflight": ["prepare_run"], "wait_for_delivery": ["preflight", "prepare_run"],
+        "check_keys": ["wait_for_delivery"], "ingest": ["check_keys"], "update_vault": ["ingest"],
         "clean_dcir": ["update_vault"], "clean_pmsi": ["update_vault"], "merge": ["clean_dcir", "clean_pmsi"],
         "model": ["merge"], "summarize": ["model", "prepare_run"]}
-    assert set(dag.params.keys()) == {"release", "input"}
+    assert set(dag.params.keys()) == {"release", "input", "steps", "dry_run"}
     rotation = bag.dags["snds_key_rotation__local"]
     assert [t.task_id for t in rotation.topological_sort()] == ["check_keys", "rotate_key", "check_rotated_keys"]
+    watch = bag.dags["snds_landing_watch__fr-paris"]
+    assert [t.task_id for t in watch.topological_sort()] == ["scan_landing", "announce_delivery"]
+    # The cluster engines run the uploaded code bundle: packaged after the key check, before ingest.
+    us = bag.dags["snds_release__us-east"]
+    assert us.get_task("package_code").upstream_task_ids == {"check_keys"}
+    assert us.get_task("ingest").upstream_task_ids == {"package_code"}
 
 
-def test_dag_file_is_cheap_to_import():
-    """No Spark, DuckDB or pandas at import, and the DAG file itself (Airflow already loaded, as in the
-    DAG processor) imports in well under 2 s."""
-    result = _in_fresh_python("""
-        import json, sys, time
-        import airflow.sdk, airflow.sdk.bases.operator  # what the DAG processor has loaded already
-        t = time.perf_counter()
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("snds_release", "dags/snds_release.py")
-        mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-        seconds = time.perf_counter() - t
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("pyspark", "duckdb", "pandas", "pyarrow", "numpy"))
-        print(json.dumps({"seconds": seconds, "heavy": heavy, "dags": sorted(k for k in vars(mod) if k.startswith("snds_"))}))
-    """)
+IMPORT_CHECK = """
+    import json, sys, time
+    sys.path.insert(0, "plugins")
+    # What the DAG processor has loaded already when it parses a file.
+    import airflow.sdk, airflow.sdk.bases.operator, airflow.dag_processing.processor
+    t = time.perf_counter()
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("snds_release", "dags/snds_release.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    seconds = time.perf_counter() - t
+    heavy = sorted(m for m in sys.modules
+                   if m.split(".")[0] in ("pyspark", "duckdb", "pandas", "pyarrow", "numpy", "boto3", "botocore")
+                   or m.startswith(("airflow.providers.apache.spark.operators", "airflow.providers.apache.spark.hooks",
+                                    "airflow.providers.amazon.aws.operators", "airflow.providers.amazon.aws.hooks",
+                                    "airflow.providers.amazon.aws.sensors")))
+    print(json.dumps({"seconds": seconds, "heavy": heavy, "dags": sorted(k for k in vars(mod) if k.startswith("snds_"))}))
+"""
+
+
+@pytest.mark.parametrize("deployment, regions, expected", [
+    ("local", "", 12),
+    ("production", "fr-paris", 3),
+    ("production", "eu-frankfurt", 3),
+    ("production", "us-east", 3),
+])
+def test_dag_file_is_cheap_to_import(deployment, regions, expected):
+    """No Spark, DuckDB, pandas, boto3 or provider operator at import (they load when a task runs), and
+    the DAG file itself imports in well under 2 s, in every deployment."""
+    result = _in_fresh_python(IMPORT_CHECK, env={"SNDS_DEPLOYMENT": deployment, "SNDS_REGIONS": regions})
     assert result["heavy"] == []
-    assert result["dags"] == ["snds_key_rotation__local", "snds_release__local"]
+    assert len(result["dags"]) == expected
+    if regions:
+        assert all(d.endswith("__" + regions) for d in result["dags"])
     assert result["seconds"] < 2.0, result
 
 
-def test_dag_tasks_on_each_engine(monkeypatch):
-    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+def _regions(deployment: str, directory: Path | None = None):
+    from snds_operators.regions import load_regions
 
+    return load_regions(directory, deployment_name=deployment)
+
+
+def _dag(region, monkeypatch=None):
     from snds_operators.factory import build_release_dag
-    from snds_operators.operators import DuckDBStepOperator
-    from snds_operators.regions import load_regions
 
-    monkeypatch.setenv("SNDS_ENGINE", "duckdb")
-    dag = build_release_dag(load_regions()["local"])
-    assert isinstance(dag.get_task("ingest"), DuckDBStepOperator)
-    monkeypatch.setenv("SNDS_ENGINE", "spark")
-    dag = build_release_dag(load_regions()["local"])
-    ingest = dag.get_task("ingest")
-    assert isinstance(ingest, SparkSubmitOperator)
-    assert ingest.application == str(PROJECT_ROOT / "spark_jobs" / "ingest.py")
-    assert ingest.application_args[:2] == ["--engine", "spark"]
+    return build_release_dag(region)
 
 
-def test_duckdb_operator_builds_the_step_command():
-    from snds_operators.operators import step_operator
-    from snds_operators.regions import load_regions
+X = lambda key: "{{ ti.xcom_pull(task_ids='prepare_run')['" + key + "'] }}"  # noqa: E731
+CODE = lambda key: "{{ ti.xcom_pull(task_ids='package_code')['" + key + "'] }}"  # noqa: E731
+INGEST_ARGS = ["--input", X("input"), "--output", X("ingest"), "--quarantine", X("quarantine"),
+               "--report", X("ingest_report"), "--release", X("release"), "--run-id", X("run_id"),
+               "--config", "config/ingest.yaml"]
 
-    region = load_regions()["local"]
-    op = step_operator(task_id="ingest", step="ingest", region=region, step_args=["--input", "/d", "--release", "r"])
+
+def test_duckdb_engine_builds_the_step_command():
+    region = _regions("local")["local"]
+    op = _dag(region).get_task("ingest")
     assert op.build_command() == [
-        sys.executable, "-m", "spark_jobs.ingest", "--engine", "duckdb", "--input", "/d", "--release", "r",
+        sys.executable, "-m", "spark_jobs.ingest", "--engine", "duckdb", *INGEST_ARGS,
+        *region.pseudonymisation_args(),
+        *[a for root in region.allowed_roots for a in ("--allowed-root", root)],
         "--duckdb-memory-limit", "8GB", "--duckdb-threads", "2",
     ]
 
 
-def test_spark_operator_builds_the_spark_submit_command(monkeypatch):
-    """The exact spark-submit command line, built by the provider's hook from the explicit connection."""
-    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+def test_spark_local_engine_builds_the_spark_submit_command(monkeypatch):
+    """The exact spark-submit command line, built by the provider's hook from the explicit connection
+    (eu-frankfurt's local variant runs on spark-local)."""
+    from snds_operators.operators import SPARK_SQL_CONF
 
-    from snds_operators.operators import SPARK_SQL_CONF, step_operator
-    from snds_operators.regions import load_regions
-
-    monkeypatch.setenv("SNDS_ENGINE", "spark")
-    region = load_regions()["local"]
-    op = step_operator(task_id="ingest", step="ingest", region=region, step_args=["--input", "/d", "--release", "r"])
-    hook = op._get_hook()
-    cmd = hook._build_spark_submit_command(op.application)
+    region = _regions("local")["eu-frankfurt"]
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_EU_FRANKFURT_LOCAL", json.dumps({"conn_type": "spark", "host": "local[*]"}))
+    op = _dag(region).get_task("merge")
+    provider = op.provider_operator()
+    cmd = provider._get_hook()._build_spark_submit_command(provider.application)
     assert cmd[0] == str(Path(sys.executable).parent / "spark-submit")
-    assert cmd[cmd.index("--master") + 1] == "local[*]"  # from AIRFLOW_CONN_SPARK_LOCAL, not YARN
+    assert cmd[cmd.index("--master") + 1] == "local[*]"  # from the connection, not YARN
     confs = {cmd[i + 1] for i, a in enumerate(cmd) if a == "--conf"}
-    for key, value in SPARK_SQL_CONF.items():
-        assert f"{key}={value}" in confs
-    assert cmd[cmd.index("--name") + 1] == "snds-local-ingest"
-    assert cmd[-6:] == [str(PROJECT_ROOT / "spark_jobs" / "ingest.py"), "--engine", "spark", "--input", "/d", "--release", "r"][-6:]
-    assert isinstance(hook, SparkSubmitHook)
+    assert {f"{k}={v}" for k, v in SPARK_SQL_CONF.items()} | {"spark.sql.shuffle.partitions=8"} <= confs
+    assert cmd[cmd.index("--name") + 1] == "snds-eu-frankfurt-merge"
+    assert "--py-files" not in cmd  # this checkout's code
+    app = cmd.index(str(PROJECT_ROOT / "spark_jobs" / "merge.py"))
+    assert cmd[app + 1:] == [
+        "--engine", "spark", "--input", X("clean"), "--output", X("merge"), "--report", X("merge_report"),
+        "--release", X("release"), "--run-id", X("run_id"), "--config", "config/ingest.yaml",
+        "--allowed-root", str(PROJECT_ROOT / "var" / "regions" / "eu-frankfurt")]
 
 
-def test_missing_spark_connection_is_refused(monkeypatch):
+def test_spark_standalone_engine_builds_the_spark_submit_command(monkeypatch):
+    """us-east in production: spark-submit to its standalone master, code from the uploaded bundle."""
+    region = _regions("production")["us-east"]
+    master = "spark://spark-master.us-east.snds.internal:7077"
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_US_EAST", json.dumps({"conn_type": "spark", "host": master}))
+    op = _dag(region).get_task("model")
+    assert op.expected_master == master
+    provider = op.provider_operator()
+    cmd = provider._get_hook()._build_spark_submit_command(provider.application)
+    assert cmd[cmd.index("--master") + 1] == master
+    assert cmd[cmd.index("--py-files") + 1] == CODE("zip")
+    assert cmd[cmd.index("--executor-memory") + 1] == "8g"
+    assert cmd[cmd.index("--executor-cores") + 1] == "4"
+    app = cmd.index(CODE("steps/model.py"))
+    assert cmd[app + 1:] == [
+        "--engine", "spark", "--input", X("merge"), "--ingest", X("ingest"), "--output", X("model"),
+        "--report", X("model_report"), "--release", X("release"), "--run-id", X("run_id"),
+        "--config", "config/ingest.yaml", "--allowed-root", "s3://snds-us-east-code",
+        "--allowed-root", "s3://snds-us-east-lake", "--allowed-root", "s3://snds-us-east-landing",
+        "--allowed-root", "s3://snds-us-east-vault"]
+
+
+SUBMIT_PARAMS = ("--conf spark.sql.ansi.enabled=false --conf spark.sql.session.timeZone=UTC "
+                 "--conf spark.sql.parquet.compression.codec=zstd --conf spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS "
+                 "--conf spark.sql.sources.partitionColumnTypeInference.enabled=false --conf spark.ui.enabled=false "
+                 "--conf spark.ui.showConsoleProgress=false --conf spark.sql.shuffle.partitions=64 "
+                 "--driver-memory 4g --executor-memory 8g --executor-cores 4")
+
+
+def test_emr_serverless_engine_builds_the_job_driver():
+    """fr-paris in production: EmrServerlessStartJobOperator with the bundle's entry point, the same
+    arguments as every engine, the region's application, role, logs and AWS connection."""
+    from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
+
+    region = _regions("production")["fr-paris"]
+    task = _dag(region).get_task("ingest")
+    op = task.provider_operator()
+    assert isinstance(op, EmrServerlessStartJobOperator)
+    roots = ["--allowed-root", "s3://snds-fr-paris-code", "--allowed-root", "s3://snds-fr-paris-lake",
+             "--allowed-root", "s3://snds-fr-paris-landing", "--allowed-root", "s3://snds-fr-paris-vault"]
+    kms = "arn:aws:kms:eu-west-3:111111111111:key/5e1d0c4a-0000-4000-8000-000000001111"
+    assert op.job_driver == {"sparkSubmit": {
+        "entryPoint": CODE("steps/ingest.py"),
+        "entryPointArguments": ["--engine", "spark", *INGEST_ARGS, "--vault", "s3://snds-fr-paris-vault/vault",
+                                "--kms-key-arn", kms, "--kms-region", "eu-west-3", "--argon2-time-cost", "2",
+                                "--argon2-memory-kib", "19456", "--argon2-parallelism", "1", *roots],
+        "sparkSubmitParameters": f"--py-files {CODE('zip')} {SUBMIT_PARAMS}"}}
+    assert op.application_id == "00fr7parisapp01"
+    assert op.execution_role_arn == "arn:aws:iam::111111111111:role/snds-fr-paris-emr-job"
+    assert op.configuration_overrides == {"monitoringConfiguration": {"s3MonitoringConfiguration": {
+        "logUri": "s3://snds-fr-paris-code/emr-logs"}}}
+    assert (op.aws_conn_id, op.region_name, op.wait_for_completion) == ("aws_fr_paris", "eu-west-3", True)
+    assert op.name == "snds-fr-paris-ingest"
+
+
+def test_emr_engine_builds_the_step_definition_and_its_sensor():
+    from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
+    from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+
+    region = _regions("production")["eu-frankfurt"]
+    dag = _dag(region)
+    add, wait = dag.get_task("clean_pmsi"), dag.get_task("clean_pmsi_wait")
+    op = add.provider_operator()
+    assert isinstance(op, EmrAddStepsOperator)
+    roots = ["--allowed-root", "s3://snds-eu-frankfurt-code", "--allowed-root", "s3://snds-eu-frankfurt-lake",
+             "--allowed-root", "s3://snds-eu-frankfurt-landing", "--allowed-root", "s3://snds-eu-frankfurt-vault"]
+    assert op.steps == [{"Name": "snds-eu-frankfurt-clean", "ActionOnFailure": "CONTINUE", "HadoopJarStep": {
+        "Jar": "command-runner.jar",
+        "Args": ["spark-submit", "--deploy-mode", "cluster", "--name", "snds-eu-frankfurt-clean",
+                 "--py-files", CODE("zip"), *SUBMIT_PARAMS.split(" "), CODE("steps/clean.py"),
+                 "--engine", "spark", "--source", "pmsi", "--input", X("ingest"), "--output", X("clean") + "/pmsi",
+                 "--report", X("clean_pmsi_report"), "--release", X("release"), "--run-id", X("run_id"),
+                 "--config", "config/ingest.yaml", *roots]}}]
+    assert (op.job_flow_id, op.aws_conn_id, op.region_name) == ("j-2AXXXXXXGAPLF", "aws_eu_frankfurt", "eu-central-1")
+    assert op.execution_role_arn == "arn:aws:iam::222222222222:role/snds-eu-frankfurt-emr-step"
+    sensor = wait.provider_kwargs
+    assert wait.upstream_task_ids == {"clean_pmsi"} and dag.get_task("merge").upstream_task_ids == {
+        "clean_dcir_wait", "clean_pmsi_wait"}
+    assert sensor == {"job_flow_id": "j-2AXXXXXXGAPLF", "step_id": "{{ ti.xcom_pull(task_ids='clean_pmsi')[0] }}",
+                      "aws_conn_id": "aws_eu_frankfurt", "region_name": "eu-central-1"}
+    assert isinstance(EmrStepSensor(task_id="w", **sensor), EmrStepSensor)
+    assert wait.mode == "reschedule"
+
+
+def test_missing_or_foreign_spark_connection_is_refused(monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from snds_operators.operators import CheckedSparkSubmitOperator
+    from snds_operators.operators import SparkStepOperator
 
     monkeypatch.delenv("AIRFLOW_CONN_SPARK_NOWHERE", raising=False)
-    op = CheckedSparkSubmitOperator(task_id="t", application="x.py", conn_id="spark_nowhere")
+    op = SparkStepOperator(task_id="t", step_args=[], provider_kwargs={"application": "x.py", "conn_id": "spark_nowhere"})
     with pytest.raises(AirflowFailException, match="silently target YARN"):
         op.execute({})
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_ELSEWHERE", json.dumps({"conn_type": "spark", "host": "yarn"}))
-    op = CheckedSparkSubmitOperator(task_id="t", application="x.py", conn_id="spark_elsewhere",
-                                    expected_master="local[*]")
+    op = SparkStepOperator(task_id="t", step_args=[], expected_master="local[*]",
+                           provider_kwargs={"application": "x.py", "conn_id": "spark_elsewhere"})
     with pytest.raises(AirflowFailException, match="expects 'local\\[\\*\\]'"):
         op.execute({})
 
 
-REGION = """\
-region: eu
-lake_root: /data/lake
-engine: duckdb
-ingest_config: config/ingest.yaml
-pseudonymisation:
-  vault_root: {vault}
-  key_provider: {{type: local_file, path: {key}}}
-"""
+@pytest.mark.parametrize("deployment", ["local", "production"])
+def test_every_dag_references_only_its_own_region(deployment):
+    """Each generated DAG's tasks name only their own region's storage, connections, keys and clusters:
+    no other region's bucket, directory, connection, KMS key, EMR application or cluster appears anywhere
+    in a task's arguments, and every literal location is inside the region's allowed roots."""
+    from snds_operators.factory import build_dags
+    from snds_operators.regions import _resources
+    from snds_operators.releases import task_locations
+
+    import os
+    os.environ["SNDS_DEPLOYMENT"] = deployment
+    try:
+        regions = _regions(deployment)
+        dags = build_dags()
+    finally:
+        del os.environ["SNDS_DEPLOYMENT"]
+    assert {d.split("__")[1] for d in dags} == set(regions)
+    for dag_id, dag in dags.items():
+        region = regions[dag_id.split("__")[1]]
+        foreign = {key.split(":", 1)[1] if not key.startswith(("s3://", "/")) else key
+                   for other in regions.values() if other.name != region.name for key in _resources(other)}
+        for task in dag.tasks:
+            text = json.dumps({k: v for k, v in vars(task).items() if not k.startswith("_")}, default=str)
+            leaks = sorted(f for f in foreign if f in text)
+            assert leaks == [], (dag_id, task.task_id, leaks)
+            for field, uri in task_locations(task):
+                region.check_location(uri, f"{dag_id}.{task.task_id}.{field}")
+        for conn in {getattr(t, "provider_kwargs", {}).get("aws_conn_id") for t in dag.tasks} - {None}:
+            assert conn == region.aws_conn_id
 
 
-def test_region_config_errors(tmp_path):
+def _copy_regions(tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "regions"
+    shutil.copytree(PROJECT_ROOT / "config" / "regions", target)
+    return target
+
+
+BOTH, PROD, LOCAL = ("production", "local"), ("production",), ("local",)
+CROSS_WIRED = [
+    # (file, text to replace (every occurrence), replacement, error, deployments where it applies)
+    ("fr-paris", "vault_root: s3://snds-fr-paris-vault/vault", "vault_root: s3://snds-us-east-vault/vault",
+     "pseudonymisation.vault_root 's3://snds-us-east-vault/vault' is outside the region's allowed storage", PROD),
+    ("fr-paris", "snds-fr-paris-lake: eu-west-3", "snds-fr-paris-lake: us-east-1",
+     "storage.buckets.snds-fr-paris-lake: in us-east-1, but region fr-paris is in eu-west-3", PROD),
+    ("fr-paris", "snds-fr-paris-code: eu-west-3", "snds-fr-paris-code: eu-west-3\n    snds-us-east-lake: eu-west-3",
+     "storage root s3://snds-us-east-lake belongs to region fr-paris (fr-paris.yaml)", PROD),
+    ("eu-frankfurt", "key_arn: arn:aws:kms:eu-central-1:222222222222:key/5e1d0c4a-0000-4000-8000-000000002222",
+     "key_arn: arn:aws:kms:us-east-1:333333333333:key/5e1d0c4a-0000-4000-8000-000000003333",
+     "KMS key in us-east-1 (region_name eu-central-1), but region eu-frankfurt is in eu-central-1", PROD),
+    ("us-east", "aws_us_east", "aws_fr_paris", "connections.aws 'aws_fr_paris' belongs to region fr-paris", BOTH),
+    ("us-east", "spark_us_east_local", "spark_eu_frankfurt_local",
+     "connections.spark 'spark_eu_frankfurt_local' belongs to region eu-frankfurt", LOCAL),
+    ("eu-frankfurt", "log_uri: s3://snds-eu-frankfurt-code/emr-logs/", "log_uri: s3://snds-fr-paris-code/emr-logs/",
+     "emr.log_uri 's3://snds-fr-paris-code/emr-logs' is outside the region's allowed storage", PROD),
+    ("us-east", "landing_root: var/regions/us-east/landing", "landing_root: var/regions/fr-paris/landing",
+     "storage.landing_root", LOCAL),
+    ("us-east", "local_roots: [var/regions/us-east]", "local_roots: [var/regions/us-east, var/regions/fr-paris/lake]",
+     "belongs to region", LOCAL),
+    ("us-east", "region: us-east\n", "region: us-east\ncolour: blue\n", "us-east.yaml: colour: unknown key", BOTH),
+    ("us-east", "  namespace: snds-us-east\n", "", "us-east.yaml: lineage: 'namespace' missing", BOTH),
+    ("us-east", "  namespace: snds-us-east\n", "  namespace: snds-fr-paris\n",
+     "lineage namespace snds-fr-paris belongs to region", BOTH),
+    ("fr-paris", "engine: emr-serverless", "engine: emr", "emr: required when the engine is emr", PROD),
+]
+
+
+@pytest.mark.parametrize("deployment", ["production", "local"])
+@pytest.mark.parametrize("name, old, new, error, deployments", CROSS_WIRED, ids=[c[3][:40] for c in CROSS_WIRED])
+def test_cross_wired_region_is_refused_at_parse_time(tmp_path, deployment, name, old, new, error, deployments):
+    """A region config that reaches into another region (or breaks the schema) is an import error of the
+    DAG file, naming the file and the key. A setting of the other deployment is not used, so not checked."""
+    from snds_operators.regions import RegionConfigError
+
+    regions = _copy_regions(tmp_path)
+    path = regions / f"{name}.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    if deployment not in deployments:
+        _regions(deployment, regions)
+        return
+    with pytest.raises(RegionConfigError) as err:
+        _regions(deployment, regions)
+    assert error in str(err.value) and ".yaml: " in str(err.value), str(err.value)
+
+
+def test_cross_wired_region_is_an_import_error_of_the_dag_file(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    regions = _copy_regions(tmp_path)
+    path = regions / "fr-paris.yaml"
+    path.write_text(path.read_text().replace("lake_root: var/regions/fr-paris/lake", "lake_root: var/regions/us-east/lake"))
+    monkeypatch.setenv("SNDS_REGIONS_DIR", str(regions))
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    (message,) = bag.import_errors.values()
+    assert "fr-paris.yaml: storage.lake_root" in message and "outside the region's allowed storage" in message
+    assert bag.dags == {}
+
+
+def test_region_files_are_checked_against_the_schema(tmp_path):
     from snds_operators.regions import RegionConfigError, load_region
 
-    bad = tmp_path / "eu.yaml"
-    good = REGION.format(vault="/secure/vault", key="/secure/region.key")
-    bad.write_text(good)
-    region = load_region(bad)
+    regions = _copy_regions(tmp_path)
+    path = regions / "local.yaml"
+    good = path.read_text()
+    region = load_region(path, "local")
     assert region.argon2 == {"time_cost": 2, "memory_cost_kib": 19456, "parallelism": 1}
-    assert region.pseudonymisation_args()[:4] == ["--vault", "/secure/vault", "--key-file", "/secure/region.key"]
-    bad.write_text(good + "colour: blue\n")
-    with pytest.raises(RegionConfigError, match="eu.yaml: unknown key.*colour"):
-        load_region(bad)
-    bad.write_text(good.replace("region: eu", "region: us"))
-    with pytest.raises(RegionConfigError, match="must match the file name"):
-        load_region(bad)
-    bad.write_text("region: eu\nengine: duckdb\n")
-    with pytest.raises(RegionConfigError, match="missing key.*lake_root"):
-        load_region(bad)
-    # The vault and the key stay apart from the lake: refused when the DAGs are parsed.
-    bad.write_text(REGION.format(vault="/data/lake/vault", key="/secure/region.key"))
-    with pytest.raises(RegionConfigError, match="vault_root /data/lake/vault overlaps lake_root /data/lake"):
-        load_region(bad)
-    bad.write_text(REGION.format(vault="/data", key="/secure/region.key"))
-    with pytest.raises(RegionConfigError, match="overlaps lake_root"):
-        load_region(bad)
-    bad.write_text(REGION.format(vault="/secure/vault", key="/data/lake/keys/region.key"))
-    with pytest.raises(RegionConfigError, match="key_provider.path .* is inside the lake"):
-        load_region(bad)
-    bad.write_text(good.replace("type: local_file, path: /secure/region.key", "type: aws_kms, key_arn: k"))
-    with pytest.raises(RegionConfigError, match=r"key_provider \(aws_kms\) needs .*region_name"):
-        load_region(bad)
-    bad.write_text(good + "  argon2: {time_cost: 0}\n")
-    with pytest.raises(RegionConfigError, match="argon2: positive integers"):
-        load_region(bad)
-
-
-def test_step_tasks_chain_the_zones_of_a_release(monkeypatch):
-    """Each step reads the zone the previous one wrote, for the same release and run, on either engine."""
-    from snds_operators.factory import build_release_dag
-    from snds_operators.regions import load_regions
-
-    for engine in ("duckdb", "spark"):
-        monkeypatch.setenv("SNDS_ENGINE", engine)
-        dag = build_release_dag(load_regions()["local"])
-        args = {t: dict(zip(dag.get_task(t).application_args[::1], dag.get_task(t).application_args[1:]))
-                for t in ("ingest", "clean_dcir", "clean_pmsi", "merge", "model")}
-        x = lambda key: "{{ ti.xcom_pull(task_ids='prepare_run')['" + key + "'] }}"  # noqa: E731
-        assert args["ingest"]["--output"] == x("ingest")
-        assert (args["clean_dcir"]["--source"], args["clean_dcir"]["--input"], args["clean_dcir"]["--output"]) == (
-            "dcir", x("ingest"), x("clean") + "/dcir")
-        assert (args["clean_pmsi"]["--source"], args["clean_pmsi"]["--output"]) == ("pmsi", x("clean") + "/pmsi")
-        assert (args["merge"]["--input"], args["merge"]["--output"]) == (x("clean"), x("merge"))
-        assert (args["model"]["--input"], args["model"]["--ingest"], args["model"]["--output"]) == (
-            x("merge"), x("ingest"), x("model"))
-        for task in args:
-            assert args[task]["--engine"] == engine and args[task]["--release"] == x("release")
-            assert args[task]["--report"] == x(f"{task}_report")
-        if engine == "spark":
-            assert dag.get_task("merge").application == str(PROJECT_ROOT / "spark_jobs" / "merge.py")
-        else:
-            assert dag.get_task("clean_pmsi").build_command()[:3] == [sys.executable, "-m", "spark_jobs.clean"]
+    assert region.pseudonymisation_args()[:4] == ["--vault", str(PROJECT_ROOT / "var/vault/local"), "--key-file",
+                                                  str(PROJECT_ROOT / "var/keys/local/region.key")]
+    cases = [
+        (good.replace("\nregion: local", "\nregion: us"), "must match the file name"),
+        (good.replace("cloud_region: local\n", ""), "(top level): 'cloud_region' missing"),
+        (good.replace("engine: duckdb ", "engine: hadoop "), "engine: 'hadoop' is not one of"),
+        (good.replace("threads: 2", "threads: two"), "duckdb.threads: 'two' is not of type 'integer'"),
+        (good.replace("vault_root: var/vault/local", "vault_root: var/lake/local/vault"),
+         "vault_root /work" if False else "overlaps lake_root"),
+        (good.replace("path: var/keys/local/region.key", "path: var/lake/local/region.key"), "is inside the lake"),
+        (good.replace("    type: local_file ", "    type: aws_kms "), "pseudonymisation.key_provider: not a valid 'aws_kms' entry"),
+        (good.replace("  argon2:", "  argon2:\n    rounds: 3"), "pseudonymisation.argon2.rounds: unknown key"),
+        (good.replace("lake_root: var/lake/local ", "lake_root: s3://bucket/lake "), "is on S3 but the region is local"),
+        (good.replace("  memory_limit: 8GB", "  memory_limit: 8GB\n  tmp: /x"), "duckdb.tmp: unknown key"),
+    ]
+    for text, error in cases:
+        path.write_text(text)
+        with pytest.raises(RegionConfigError) as err:
+            load_region(path, "local")
+        assert error in str(err.value) and "local.yaml" in str(err.value), (error, str(err.value))
 
 
 def test_run_paths_put_each_zone_under_the_release():
     from snds_operators.factory import STEPS, run_paths
 
-    paths = run_paths(Path("/lake"), "2024-06", "manual__2024-07-01T00:00:00+00:00")
+    paths = run_paths("/lake", "2024-06", "manual__2024-07-01T00:00:00+00:00")
     for zone in ("ingest", "quarantine", "clean", "merge", "model"):
         assert paths[zone] == f"/lake/{zone}/release=2024-06"
     run_dir = "/lake/runs/release=2024-06/manual__2024-07-01T00_00_00_00_00"
     assert paths["run_dir"] == run_dir
     assert {paths[f"{s}_report"] for s in STEPS} == {f"{run_dir}/steps/{s}.json" for s in STEPS}
+    assert run_paths("s3://b/lake", "2024-06", "r")["model"] == "s3://b/lake/model/release=2024-06"

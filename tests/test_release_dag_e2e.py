@@ -10,27 +10,20 @@ import sys
 
 import duckdb
 import pytest
-import yaml
 
 from conftest import PROJECT_ROOT
+from helpers import write_test_region
 
 
-def _run_release(tmp_path, delivery, engine: str, release: str):
-    regions = tmp_path / "regions"
-    regions.mkdir(exist_ok=True)
-    cfg = yaml.safe_load((PROJECT_ROOT / "config" / "regions" / "local.yaml").read_text())
-    cfg["lake_root"] = str(tmp_path / "lake")
-    cfg["duckdb"]["memory_limit"] = "2GB"
-    cfg["pseudonymisation"]["vault_root"] = str(tmp_path / "secure" / "vault")
-    cfg["pseudonymisation"]["key_provider"]["path"] = str(tmp_path / "secure" / "keys" / "region.key")
-    cfg["pseudonymisation"]["argon2"] = {"time_cost": 1, "memory_cost_kib": 64, "parallelism": 1}  # fast tests
-    (regions / "local.yaml").write_text(yaml.safe_dump(cfg))
+def _run_release(tmp_path, delivery, engine: str, release: str, region: str = "local", extra_env=None,
+                 regions=None):
+    regions = regions or write_test_region(tmp_path, roots=(delivery.parent,), name=region)
     env = {k: v for k, v in os.environ.items()
            if k not in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__UNIT_TEST_MODE")}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), SNDS_REGIONS_DIR=str(regions))
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), SNDS_REGIONS_DIR=str(regions), **(extra_env or {}))
     return subprocess.run(
         [sys.executable, "-m", "snds_operators.localrun", "run", "--input", str(delivery), "--release", release,
-         "--engine", engine],
+         "--region", region, *(["--engine", engine] if engine else [])],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
 

@@ -1,41 +1,65 @@
-"""Builds the release DAG of each region from config/regions/*.yaml.
+"""Builds every region's DAGs from config/regions/*.yaml (one factory; adding a region is adding a file):
 
-The DAG file (dags/snds_release.py) only calls `build_release_dags()`; everything here is cheap to
-import (no DuckDB, Spark or pandas): the steps run in their own processes.
+- `snds_release__<region>`: one release through the pipeline. Monthly schedule (the data interval's
+  month is the release; backfills work the same way), manual trigger with Params, or an Asset event
+  from the landing watch;
+- `snds_landing_watch__<region>`: daily; announces each complete new delivery of the landing zone;
+- `snds_key_rotation__<region>`: manual; new master key, vault re-wrapped.
+
+The DAG file (dags/snds_release.py) only calls `build_dags()`; everything here is cheap to import
+(no DuckDB, Spark or pandas): the steps run in their own processes or clusters.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from pathlib import Path
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Asset, Param, task
 
 from snds_operators.encryption import KeyCheckOperator, KeyRotationOperator, VaultUpdateOperator, region_key_settings
-from snds_operators.operators import step_operator
-from snds_operators.regions import Region, load_regions
+from snds_operators.operators import step_tasks
+from snds_operators.regions import BUNDLE_ENGINES, Region, load_regions, selected_regions
+from snds_operators.releases import RELEASE_PATTERN, STEPS, run_paths  # noqa: F401  (re-exported)
+from spark_jobs.uris import is_s3, join
 
-RELEASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-#: The steps of a release run, each one job on the region's engine (spark_jobs/<module>.py).
-STEPS = ("ingest", "clean_dcir", "clean_pmsi", "merge", "model")
+try:  # Airflow 3.1+
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+except ImportError:  # pragma: no cover
+    from airflow.exceptions import AirflowFailException, AirflowSkipException
 
 DOC = """\
 ### SNDS release pipeline, region `{region}`
 
 Turns one SNDS delivery (a directory of CSV files as CNAM delivers them) into the lake of region
-`{region}` (`{lake}`), on the `{engine}` engine.
+`{region}` (`{lake}`, cloud region `{cloud}`), on the `{engine}` engine.
 
-Trigger with the release id and the delivery directory, e.g.
-`{{"release": "2024-06", "input": "/data/snds/deliveries/2024-06"}}`.
+**Starts:** monthly (`{cron}`: the run of month M processes release `YYYY-MM` = M from
+`{landing}/YYYY-MM/`; `airflow backfill create` replays past months), when the landing watch
+announces a complete delivery (Asset `snds_delivery__{region}`), or by hand with the trigger form:
+`release` (e.g. `2024-06`), `input` (a delivery directory inside the region's storage; empty: the
+landing zone), `steps` (a subset re-runs only those steps on the release's existing zones) and
+`dry_run` (check everything, run nothing).
 
-Steps: `prepare_run` (checks the parameters, fixes the run's paths) -> `check_keys` (the region's key
-opens its vault, kept apart from the lake at `{vault}`) -> `ingest` (CSV -> typed, pseudonymised
-Parquet + quarantine) -> `update_vault` (new identifiers sealed into a new vault version) ->
-`clean_dcir` and `clean_pmsi` in parallel (the cleaning rules, with rows removed per rule) -> `merge`
-(item tables by year and source) -> `model` (the event tables) -> `summarize` (writes
-`runs/release=<release>/<run>/summary.json`). Each step replaces its zone of the release atomically.
+**Tasks:** `prepare_run` (release, delivery, paths; refuses a second active run of the same release)
+-> `preflight` (connections and every location inside the region's storage) -> `wait_for_delivery`
+(scheduled and Asset runs: the delivery is complete and its SHA256SUMS match) -> `check_keys` (the
+region's key opens its vault, at `{vault}`) -> `ingest` -> `update_vault` -> `clean_dcir`, `clean_pmsi`
+-> `merge` -> `model` -> `summarize` (writes `runs/release=<release>/<run>/summary.json`; on success
+emits the Asset `snds_model__{region}` for downstream DAGs). Each step replaces its zone of the release
+atomically.
+"""
+
+WATCH_DOC = """\
+### Landing watch, region `{region}`
+
+Looks at `{landing}` ({cron}). A delivery is `<release>/` with its CSV files and a `SHA256SUMS`
+manifest written last by the sender. A delivery is announced (Asset `snds_delivery__{region}`, which
+starts `snds_release__{region}` for that release) once every file of the manifest is present with the
+right checksum, no file is still being written (quiet for {quiet} s) and every required table is
+there. An incomplete delivery is reported in the task log with its reasons and announced later, once
+complete. A delivery is announced once per manifest version.
 """
 
 ROTATION_DOC = """\
@@ -46,132 +70,365 @@ vault versions stay readable; KMS: the configured key) and re-wraps the current 
 without re-hashing any identifier. Pseudonyms do not change.
 """
 
-
-def safe_run_id(run_id: str) -> str:
-    """A run id usable as a directory name (Airflow run ids contain ':' and '+')."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-
-
-def run_paths(lake_root: Path, release: str, run_id: str) -> dict[str, str]:
-    """The zones a run of `release` writes (each step replaces its zone atomically) and its reports."""
-    run_dir = lake_root / "runs" / f"release={release}" / safe_run_id(run_id)
-    paths = {zone: str(lake_root / zone / f"release={release}")
-             for zone in ("ingest", "quarantine", "clean", "merge", "model")}
-    paths["run_dir"] = str(run_dir)
-    for step in STEPS:
-        paths[f"{step}_report"] = str(run_dir / "steps" / f"{step}.json")
-    return paths
+DEFAULT_START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _xcom(key: str) -> str:
     return "{{ ti.xcom_pull(task_ids='prepare_run')['" + key + "'] }}"
 
 
-#: Settings every DAG of a region shares: triggered by hand, one run at a time (runs of one region
-#: write the same release directories and the same vault), no automatic retry (failures are
-#: deterministic: a bad delivery or a wrong key fails again).
-REGION_DAG_SETTINGS = {
-    "schedule": None,
-    "start_date": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
-    "catchup": False,
-    "max_active_runs": 1,
-    "default_args": {"retries": 0},
-}
+# Assets are named, not addressed by URI: an s3:// URI would load the amazon provider (boto3) at parse
+# time to normalise it. The locations travel in each event's `extra`.
+def delivery_asset(region: Region) -> Asset:
+    return Asset(name=f"snds_delivery__{region.name}", group="snds")
+
+
+def model_asset(region: Region) -> Asset:
+    return Asset(name=f"snds_model__{region.name}", group="snds")
+
+
+def _start_date(region: Region) -> dt.datetime:
+    start = region.schedule.get("start_date")
+    return dt.datetime.fromisoformat(start).replace(tzinfo=dt.timezone.utc) if start else DEFAULT_START
+
+
+def release_schedule(region: Region):
+    """Monthly cron with the month as data interval, or-ed with the landing watch's Asset."""
+    from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
+
+    cron, watch = region.schedule.get("release"), region.schedule.get("landing_watch")
+    if cron and watch:
+        return AssetOrTimeSchedule(timetable=CronDataIntervalTimetable(cron, timezone="UTC"),
+                                   assets=[delivery_asset(region)])
+    if cron:
+        return CronDataIntervalTimetable(cron, timezone="UTC")
+    return [delivery_asset(region)] if watch else None
+
+
+def _dag_settings(region: Region) -> dict:
+    """Settings every DAG of a region shares: no catch-up of past months (backfills are explicit), no
+    automatic retry (failures are deterministic: a bad delivery or a wrong key fails again)."""
+    return {"start_date": _start_date(region), "catchup": False, "default_args": {"retries": 0}}
+
+
+def _select_step(step: str):
+    """pre_execute hook: skip a step the run does not select, and every step of a dry run."""
+
+    def hook(context) -> None:
+        run = context["ti"].xcom_pull(task_ids="prepare_run")
+        if run["dry_run"]:
+            raise AirflowSkipException(f"dry run: {step} not run")
+        if step not in run["steps"]:
+            raise AirflowSkipException(f"{step} not selected for this run (steps: {', '.join(run['steps'])})")
+
+    return hook
+
+
+def _connection(conn_id: str):
+    from airflow.sdk import BaseHook
+
+    return BaseHook.get_connection(conn_id)
+
+
+def _s3_client(region: Region):
+    if not is_s3(region.lake_root) and not is_s3(region.landing_root):
+        return None
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=region.aws_conn_id, region_name=region.cloud_region).get_conn()
 
 
 def build_release_dag(region: Region) -> DAG:
+    cron = region.schedule.get("release")
     with DAG(
         dag_id=f"snds_release__{region.name}",
-        description=f"SNDS delivery -> lake, region {region.name} ({region.engine})",
-        **REGION_DAG_SETTINGS,
+        description=f"SNDS delivery -> lake, region {region.name} ({region.cloud_region}, {region.engine})",
+        schedule=release_schedule(region),
+        max_active_runs=region.max_active_runs,
+        **_dag_settings(region),
         tags=["snds", f"region:{region.name}", f"engine:{region.engine}"],
-        doc_md=DOC.format(region=region.name, lake=region.lake_root, engine=region.engine, vault=region.vault_root),
+        doc_md=DOC.format(region=region.name, lake=region.lake_root, engine=region.engine, vault=region.vault_root,
+                          cloud=region.cloud_region, landing=region.landing_root, cron=cron or "no schedule"),
         params={
-            "release": Param("", type="string", pattern=RELEASE_PATTERN,
-                             description="Data release id, e.g. 2024-06"),
-            "input": Param("", type="string", minLength=1,
-                           description="Delivery directory (CSV files as CNAM delivers them)"),
+            "release": Param("", type="string", pattern=f"^$|{RELEASE_PATTERN}", title="Release",
+                             description="Data release id, e.g. 2024-06. Empty: the month of a scheduled run."),
+            "input": Param("", type="string", title="Delivery location",
+                           description=f"Delivery directory inside the region's storage. Empty: "
+                                       f"{region.landing_root}/<release>/"),
+            "steps": Param(list(STEPS), type="array", items={"type": "string", "enum": list(STEPS)},
+                           minItems=1, uniqueItems=True, title="Steps",
+                           description="Steps to run; the others are skipped (their zones are reused)."),
+            "dry_run": Param(False, type="boolean", title="Dry run",
+                             description="Check the parameters, connections and delivery; run no step."),
         },
     ) as dag:
 
         @task(task_id="prepare_run")
-        def prepare_run(params: dict | None = None, run_id: str | None = None) -> dict[str, str]:
-            release, delivery = params["release"], params["input"]
-            if not re.match(RELEASE_PATTERN, release or ""):
-                raise ValueError(f"release {release!r} must match {RELEASE_PATTERN}")
-            if not Path(delivery).is_dir():
-                raise FileNotFoundError(f"delivery directory {delivery!r} not found")
-            paths = run_paths(region.lake_root, release, run_id)
-            paths.update(release=release, input=str(Path(delivery).resolve()), run_id=run_id)
-            Path(paths["run_dir"], "steps").mkdir(parents=True, exist_ok=True)
-            return paths
+        def prepare_run(params=None, run_id=None, triggering_asset_events=None, data_interval_start=None):
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-        common = ["--release", _xcom("release"), "--run-id", _xcom("run_id"), "--config", str(region.ingest_config)]
-        ingest = step_operator(
-            task_id="ingest", step="ingest", region=region,
+            from snds_operators.releases import ReleaseRunError, claim_release, resolve_release
+
+            events = [ev.extra for events in (triggering_asset_events or {}).values() for ev in events]
+            try:
+                run = resolve_release(region, params, asset_events=events, data_interval_start=data_interval_start)
+                if not run["dry_run"]:
+                    claim_release(region, run["release"], run_id, dag.dag_id, RuntimeTaskInstance.get_dagrun_state,
+                                  s3_client=_s3_client(region))
+            except ReleaseRunError as exc:
+                raise AirflowFailException(str(exc)) from None
+            paths = run_paths(region.lake_root, run["release"], run_id)
+            if not is_s3(paths["run_dir"]):
+                Path(paths["run_dir"], "steps").mkdir(parents=True, exist_ok=True)
+            print(f"region {region.name}: release {run['release']} ({run['trigger']}), delivery {run['input']}, "
+                  f"steps {', '.join(run['steps'])}{' (dry run)' if run['dry_run'] else ''}")
+            return {**paths, **run, "run_id": run_id}
+
+        @task(task_id="preflight")
+        def preflight(paths: dict) -> dict:
+            from airflow.sdk import get_current_context
+
+            from snds_operators.releases import ReleaseRunError, preflight as check
+
+            try:
+                checked = check(region, paths, get_current_context()["dag"].tasks, _connection)
+            except ReleaseRunError as exc:
+                raise AirflowFailException(str(exc)) from None
+            print(f"preflight: {json.dumps(checked, sort_keys=True)}")
+            return checked
+
+        @task.sensor(task_id="wait_for_delivery", mode="reschedule", poke_interval=300,
+                     timeout=int(float(region.landing.get("arrival_timeout_hours", 72)) * 3600))
+        def wait_for_delivery(paths: dict):
+            from airflow.sdk import PokeReturnValue
+
+            from snds_operators.landing import check_delivery, required_tables_from_config
+            from spark_jobs.bundle import resource
+
+            if not paths["from_landing"]:
+                print(f"explicit delivery {paths['input']}: no arrival check")
+                return PokeReturnValue(is_done=True)
+            check = check_delivery(paths["input"], required_tables=required_tables_from_config(
+                resource(region.ingest_config)), quiet_seconds=float(region.landing.get("quiet_seconds", 300)),
+                s3_client=_s3_client(region))
+            if check.status != "complete":
+                print(f"delivery {paths['input']} not complete yet: {'; '.join(check.problems)}")
+            return PokeReturnValue(is_done=check.status == "complete", xcom_value=check.to_dict())
+
+        common = ["--release", _xcom("release"), "--run-id", _xcom("run_id"), "--config", region.ingest_config]
+        steps = {}
+        steps["ingest"] = step_tasks(
+            task_id="ingest", step="ingest", region=region, pre_execute=_select_step("ingest"),
             step_args=["--input", _xcom("input"), "--output", _xcom("ingest"), "--quarantine", _xcom("quarantine"),
                        "--report", _xcom("ingest_report"), *common, *region.pseudonymisation_args()],
         )
-        clean = {
-            source: step_operator(
-                task_id=f"clean_{source}",
-                step="clean",
-                region=region,
-                step_args=["--source", source, "--input", _xcom("ingest"),
-                           "--output", _xcom("clean") + f"/{source}", "--report", _xcom(f"clean_{source}_report"),
-                           *common],
+        for source in ("dcir", "pmsi"):
+            steps[f"clean_{source}"] = step_tasks(
+                task_id=f"clean_{source}", step="clean", region=region, pre_execute=_select_step(f"clean_{source}"),
+                trigger_rule="none_failed",
+                step_args=["--source", source, "--input", _xcom("ingest"), "--output", _xcom("clean") + f"/{source}",
+                           "--report", _xcom(f"clean_{source}_report"), *common],
             )
-            for source in ("dcir", "pmsi")
-        }
-        merge = step_operator(
-            task_id="merge", step="merge", region=region,
+        steps["merge"] = step_tasks(
+            task_id="merge", step="merge", region=region, pre_execute=_select_step("merge"), trigger_rule="none_failed",
             step_args=["--input", _xcom("clean"), "--output", _xcom("merge"), "--report", _xcom("merge_report"),
                        *common],
         )
-        model = step_operator(
-            task_id="model", step="model", region=region,
+        steps["model"] = step_tasks(
+            task_id="model", step="model", region=region, pre_execute=_select_step("model"), trigger_rule="none_failed",
             step_args=["--input", _xcom("merge"), "--ingest", _xcom("ingest"), "--output", _xcom("model"),
                        "--report", _xcom("model_report"), *common],
         )
+        for first, last in steps.values():  # a skipped step's waiting sensor is skipped too
+            if last is not first:
+                last.pre_execute = first.pre_execute
+                last.trigger_rule = "none_failed"
         keys = region_key_settings(region)
         check_keys = KeyCheckOperator(task_id="check_keys", **keys)
-        update_vault = VaultUpdateOperator(task_id="update_vault", **keys)
+        update_vault = VaultUpdateOperator(task_id="update_vault", **keys, pre_execute=_select_step("ingest"))
 
-        @task(task_id="summarize", trigger_rule="all_done")
-        def summarize(paths: dict[str, str], ti=None) -> str:
+        @task(task_id="summarize", trigger_rule="all_done", outlets=[model_asset(region)])
+        def summarize(paths: dict, ti=None, outlet_events=None) -> str:
+            from snds_operators.releases import release_claim
             from spark_jobs.report import assemble_summary, human_summary, write_json_atomic
 
-            run_dir = Path(paths["run_dir"])
-            # Key fingerprints and counts only: the encryption tasks return no secret and no identifier.
-            encryption = {"check_keys": ti.xcom_pull(task_ids="check_keys"),
-                          "update_vault": ti.xcom_pull(task_ids="update_vault")}
-            path = assemble_summary(
-                run_dir, region=region.name, release=paths["release"], run_id=paths["run_id"],
-                engine=region.engine, input_uri=paths["input"],
-                truth_manifest=Path(paths["input"]) / "_truth" / "manifest.json",
-                extra={"encryption": encryption},
-            )
+            if not paths:
+                raise AirflowFailException("prepare_run did not complete: nothing to summarize")
+            try:
+                run_dir = Path(paths["run_dir"])
+                encryption = {"check_keys": ti.xcom_pull(task_ids="check_keys"),
+                              "update_vault": ti.xcom_pull(task_ids="update_vault")}
+                path = assemble_summary(
+                    run_dir, region=region.name, release=paths["release"], run_id=paths["run_id"],
+                    engine=region.engine, input_uri=paths["input"],
+                    truth_manifest=Path(paths["input"]) / "_truth" / "manifest.json",
+                    extra={"encryption": encryption, "trigger": paths["trigger"], "steps_selected": paths["steps"],
+                           "dry_run": paths["dry_run"], "cloud_region": region.cloud_region},
+                    selected_steps=paths["steps"], dry_run=paths["dry_run"],
+                )
+            finally:
+                if not paths["dry_run"]:
+                    release_claim(region, paths["release"], paths["run_id"], s3_client=_s3_client(region))
             with open(path, encoding="utf-8") as fh:
                 summary = json.load(fh)
             for line in human_summary(summary).splitlines():
                 print(line)
-            write_json_atomic(run_dir.parent / "latest.json", {"run_id": paths["run_id"], "summary": str(path)})
+            if not paths["dry_run"]:
+                write_json_atomic(run_dir.parent / "latest.json", {"run_id": paths["run_id"], "summary": str(path)})
             print(f"summary: {path}")
+            if paths["dry_run"]:
+                return str(path)
             if summary["status"] != "success":
                 raise RuntimeError(f"release run failed; see {path}")
+            outlet_events[model_asset(region)].extra = {
+                "release": paths["release"], "run_id": paths["run_id"], "model": paths["model"], "summary": str(path)}
             return str(path)
 
         paths = prepare_run()
-        done = summarize(paths)
-        paths >> check_keys >> ingest >> update_vault >> [clean["dcir"], clean["pmsi"]] >> merge >> model >> done
+        checked = preflight(paths)
+        arrived = wait_for_delivery(paths)
+        paths >> checked >> arrived >> check_keys
+        first_step = steps["ingest"][0]
+        if region.engine in BUNDLE_ENGINES:
+            package = package_code_task(region)
+            check_keys >> package >> first_step
+        else:
+            check_keys >> first_step
+        steps["ingest"][1] >> update_vault >> [steps["clean_dcir"][0], steps["clean_pmsi"][0]]
+        [steps["clean_dcir"][1], steps["clean_pmsi"][1]] >> steps["merge"][0]
+        steps["merge"][1] >> steps["model"][0]
+        steps["model"][1] >> summarize(paths)
     return dag
+
+
+def package_code_task(region: Region):
+    """The task that builds the job bundle and puts it under the region's code root (S3 with SSE-KMS
+    under the region's key for the EMR engines); returns the URIs the step tasks use."""
+
+    @task(task_id="package_code")
+    def package_code() -> dict:
+        import tempfile
+
+        from spark_jobs.bundle import build
+
+        with tempfile.TemporaryDirectory() as tmp:
+            built = build(tmp)
+            uris = upload_bundle(region, built)
+        print(f"code bundle {built['version']} at {uris['uri']}")
+        return uris
+
+    return package_code()
+
+
+def upload_bundle(region: Region, built: dict) -> dict:
+    """Copy a built bundle (spark_jobs.bundle.build) to `<code_root>/<version>/`; returns its URIs:
+    uri, zip, steps/<step>.py. Objects already there with the same content are left alone."""
+    import shutil
+
+    from spark_jobs.bundle import ZIP_NAME
+
+    target = join(region.code_root, built["version"])
+    uris = {"uri": target, "version": built["version"]}
+    for name, local in sorted(built["files"].items()):
+        dest = join(target, name)
+        uris["zip" if name == ZIP_NAME else name] = dest
+        if is_s3(dest):
+            from spark_jobs.uris import split_s3
+
+            bucket, key = split_s3(dest)
+            extra = {"ServerSideEncryption": "aws:kms"}
+            if region.key_provider["type"] == "aws_kms":
+                extra["SSEKMSKeyId"] = region.key_provider["key_arn"]
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+            hook = S3Hook(aws_conn_id=region.aws_conn_id, region_name=region.cloud_region, extra_args=extra)
+            if not hook.check_for_key(key, bucket_name=bucket):  # the version is the content's hash
+                hook.load_file(local, key=key, bucket_name=bucket, replace=True)
+        else:
+            Path(dest).parent.mkdir(parents=True, exist_ok=True)
+            if not Path(dest).exists() or Path(dest).read_bytes() != Path(local).read_bytes():
+                shutil.copyfile(local, dest + ".tmp")
+                Path(dest + ".tmp").replace(dest)
+    return uris
+
+
+def build_landing_watch_dag(region: Region) -> DAG:
+    cron = region.schedule.get("landing_watch")
+    with DAG(
+        dag_id=f"snds_landing_watch__{region.name}",
+        description=f"Announce complete deliveries of {region.landing_root}",
+        schedule=cron or None,
+        max_active_runs=1,
+        **_dag_settings(region),
+        tags=["snds", f"region:{region.name}", "landing"],
+        doc_md=WATCH_DOC.format(region=region.name, landing=region.landing_root, cron=cron or "manual",
+                                quiet=region.landing.get("quiet_seconds", 300)),
+    ) as dag:
+
+        @task(task_id="scan_landing")
+        def scan_landing() -> list[dict]:
+            from snds_operators.landing import required_tables_from_config, scan_landing as scan
+            from spark_jobs.bundle import resource
+
+            checks = scan(region.landing_root, required_tables=required_tables_from_config(
+                resource(region.ingest_config)), quiet_seconds=float(region.landing.get("quiet_seconds", 300)),
+                s3_client=_s3_client(region))
+            new = []
+            for check in checks:
+                seen = _announced(region, check.release)
+                if check.status != "complete":
+                    print(f"{check.release}: incomplete, not processed: {'; '.join(check.problems)}")
+                elif seen == check.manifest_sha256:
+                    print(f"{check.release}: complete, already announced")
+                else:
+                    print(f"{check.release}: complete ({check.files} files, {check.bytes:,} bytes): announcing")
+                    new.append(check.to_dict())
+            return new
+
+        @task(task_id="announce_delivery", outlets=[delivery_asset(region)])
+        def announce_delivery(delivery: dict, outlet_events=None) -> str:
+            from spark_jobs.report import write_json_atomic
+
+            marker = join(region.lake_root, "runs", f"release={delivery['release']}", "delivery.json")
+            if not is_s3(marker):
+                write_json_atomic(Path(marker), delivery)
+            else:
+                from spark_jobs.uris import split_s3
+
+                bucket, key = split_s3(marker)
+                _s3_client(region).put_object(Bucket=bucket, Key=key, Body=json.dumps(delivery, sort_keys=True).encode())
+            outlet_events[delivery_asset(region)].extra = {
+                "release": delivery["release"], "input": delivery["location"],
+                "manifest_sha256": delivery["manifest_sha256"]}
+            return delivery["release"]
+
+        announce_delivery.expand(delivery=scan_landing())
+    return dag
+
+
+def _announced(region: Region, release: str) -> str | None:
+    """The manifest checksum of the last announcement of `release`, if any."""
+    marker = join(region.lake_root, "runs", f"release={release}", "delivery.json")
+    if is_s3(marker):
+        from spark_jobs.uris import split_s3
+
+        bucket, key = split_s3(marker)
+        client = _s3_client(region)
+        try:
+            return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read()).get("manifest_sha256")
+        except client.exceptions.NoSuchKey:
+            return None
+    path = Path(marker)
+    return json.loads(path.read_text()).get("manifest_sha256") if path.exists() else None
 
 
 def build_key_rotation_dag(region: Region) -> DAG:
     with DAG(
         dag_id=f"snds_key_rotation__{region.name}",
         description=f"Rotate the vault master key of region {region.name}",
-        **REGION_DAG_SETTINGS,
+        schedule=None,
+        max_active_runs=1,
+        **_dag_settings(region),
         tags=["snds", f"region:{region.name}", "keys"],
         doc_md=ROTATION_DOC.format(region=region.name),
     ) as dag:
@@ -181,9 +438,10 @@ def build_key_rotation_dag(region: Region) -> DAG:
     return dag
 
 
-def build_release_dags() -> dict[str, DAG]:
+def build_dags() -> dict[str, DAG]:
+    """Every DAG of the regions this Airflow runs ($SNDS_REGIONS, all by default)."""
     dags = {}
-    for region in load_regions().values():
-        for dag in (build_release_dag(region), build_key_rotation_dag(region)):
+    for region in selected_regions(load_regions()).values():
+        for dag in (build_release_dag(region), build_landing_watch_dag(region), build_key_rotation_dag(region)):
             dags[dag.dag_id] = dag
     return dags

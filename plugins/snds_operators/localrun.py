@@ -55,8 +55,14 @@ def local_env(engine: str | None = None) -> dict[str, str]:
     env.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
     env.setdefault("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "2")
     env.setdefault("AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR", "True")
-    # The local region's Spark connection, explicitly (a missing one would mean YARN).
-    env.setdefault("AIRFLOW_CONN_SPARK_LOCAL", json.dumps({"conn_type": "spark", "host": "local[*]"}))
+    env.setdefault("SNDS_DEPLOYMENT", "local")
+    # Each local region's Spark connection, explicitly (a missing one would mean YARN), pointing to the
+    # master its config names; a connection already in the environment wins.
+    os.environ.setdefault("SNDS_DEPLOYMENT", env["SNDS_DEPLOYMENT"])
+    for region in load_regions().values():
+        if region.spark_conn_id and region.spark.get("master"):
+            env.setdefault(f"AIRFLOW_CONN_{region.spark_conn_id.upper()}",
+                           json.dumps({"conn_type": "spark", "host": region.spark["master"]}))
     env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     jh = java_home()
     if jh:
@@ -66,10 +72,20 @@ def local_env(engine: str | None = None) -> dict[str, str]:
     return env
 
 
+def lineage_env(region) -> dict[str, str]:
+    """OpenLineage settings of a region's runs: its namespace and transport (a local file by default)."""
+    transport = dict(region.lineage.get("transport") or {"type": "console"})
+    if transport["type"] == "file":
+        Path(transport["log_file_path"]).parent.mkdir(parents=True, exist_ok=True)
+    return {"AIRFLOW__OPENLINEAGE__NAMESPACE": region.lineage["namespace"],
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport)}
+
+
 def ensure_airflow_db(env: dict[str, str]) -> None:
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    if (home / "airflow.db").exists():
+    sqlite = not env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith(("postgresql", "mysql"))
+    if sqlite and (home / "airflow.db").exists():
         return
     print(f"Creating the Airflow metadata database in {home} ...", flush=True)
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -105,13 +121,15 @@ def run_release(*, region_name: str | None, release: str, input_dir: str, engine
     env = local_env(engine)
     os.environ.update({k: env[k] for k in ("SNDS_ENGINE",) if k in env})
     regions = load_regions()
-    region = regions[region_name] if region_name else default_region(regions)
     if region_name and region_name not in regions:
         raise SystemExit(f"unknown region {region_name!r}; known: {', '.join(regions)}")
+    region = regions[region_name] if region_name else default_region(regions)
+    env["SNDS_REGIONS"] = region.name  # parse only this region's DAGs
     input_path = Path(input_dir).resolve()
     if not input_path.is_dir():
         raise SystemExit(f"delivery directory {input_dir!r} not found")
     ensure_airflow_db(env)
+    env.update(lineage_env(region))
     dag_id = f"snds_release__{region.name}"
     logs = Path(env["AIRFLOW_HOME"]) / "run-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -126,7 +144,7 @@ def run_release(*, region_name: str | None, release: str, input_dir: str, engine
     ) as proc:
         _follow(proc, log_file)
         code = proc.wait()
-    latest = region.lake_root / "runs" / f"release={release}" / "latest.json"
+    latest = Path(region.lake_root) / "runs" / f"release={release}" / "latest.json"
     summary_path = Path(json.loads(latest.read_text())["summary"]) if latest.exists() else None
     if summary_path and summary_path.exists():
         from spark_jobs.report import human_summary
@@ -187,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--input", required=True)
     r.add_argument("--release", required=True)
     r.add_argument("--region", default=None, help="region name (default: the default region)")
-    r.add_argument("--engine", default=None, choices=["duckdb", "spark"], help="override the region's engine")
+    r.add_argument("--engine", default=None, choices=["duckdb", "spark", "spark-local", "spark-standalone"],
+                   help="override the region's engine (spark = spark-local)")
     sub.add_parser("airflow", help="airflow standalone with the project's DAGs")
     k = sub.add_parser("keys", help="check the region's key and vault, merge pending deltas, or rotate the key")
     k.add_argument("action", choices=["check", "commit", "rotate"])

@@ -6,19 +6,26 @@ A step is the same entry point (`spark_jobs/<step>.py`) with the same arguments 
 - Spark: `CheckedSparkSubmitOperator` submits `spark_jobs/<step>.py --engine spark ...` through
   spark-submit, after checking that the Spark connection really exists (a missing connection makes
   the Spark provider fall back to YARN silently).
-`step_operator` picks one from the region's engine.
+- Spark: the provider's `SparkSubmitOperator` (local[*], or a standalone master running the uploaded
+  code bundle), after checking that the Spark connection exists and points to the region's master (a
+  missing connection makes the provider fall back to YARN silently);
+- EMR Serverless: `EmrServerlessStartJobOperator`; EMR on EC2: `EmrAddStepsOperator` + `EmrStepSensor`,
+  both running the uploaded code bundle (spark_jobs.bundle).
+The provider operators are built when the task runs (`ProviderStep`): importing them costs a second or
+more (boto3, OpenLineage), which DAG parsing must not pay. `step_tasks` picks the operator(s) from the
+region's engine. Every step task reports OpenLineage inputs and outputs (its location arguments).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator
 
 from snds_operators.regions import PROJECT_ROOT, Region
 from spark_jobs.spark_conf import SPARK_QUIET_CONF, SPARK_SQL_CONF
@@ -29,6 +36,30 @@ except ImportError:  # pragma: no cover
     from airflow.exceptions import AirflowFailException
 
 SPARK_JOBS_DIR = PROJECT_ROOT / "spark_jobs"
+#: Step arguments naming what a step reads and what it writes (OpenLineage datasets).
+LINEAGE_INPUTS, LINEAGE_OUTPUTS = ("--input", "--ingest"), ("--output", "--quarantine")
+
+
+def _dataset(location: str):
+    from openlineage.client.event_v2 import Dataset
+
+    from spark_jobs.uris import is_s3, normalize, split_s3
+
+    if is_s3(location):
+        bucket, key = split_s3(normalize(location))
+        return Dataset(namespace=f"s3://{bucket}", name=key)
+    return Dataset(namespace="file", name=normalize(location))
+
+
+def step_lineage(application_args: list[str]):
+    """OpenLineage inputs and outputs of a step run, from its (rendered) arguments."""
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    args = [str(a) for a in application_args]
+    pairs = list(zip(args, args[1:]))
+    return OperatorLineage(inputs=[_dataset(v) for k, v in pairs if k in LINEAGE_INPUTS],
+                           outputs=[_dataset(v) for k, v in pairs if k in LINEAGE_OUTPUTS])
+
 
 class DuckDBStepOperator(BaseOperator):
     """Run a step entry point on DuckDB in a subprocess; fail the task if the step fails."""
@@ -60,65 +91,191 @@ class DuckDBStepOperator(BaseOperator):
             # Deterministic failures (bad delivery, accounting) would fail again: no retry.
             raise AirflowFailException(f"step {self.step} failed on DuckDB (exit code {code}); see the log above")
 
+    def get_openlineage_facets_on_complete(self, task_instance):
+        return step_lineage(self.application_args)
 
-class CheckedSparkSubmitOperator(SparkSubmitOperator):
-    """SparkSubmitOperator that refuses to run without its connection, or on an unexpected master."""
+
+def step_arguments(step_args: list[str], region: Region) -> list[str]:
+    """The entry point's arguments: the job engine, the step's own, and the region's allowed roots
+    (the job re-checks every location it is given against them)."""
+    return ["--engine", region.job_engine, *step_args, *region.allowed_root_args()]
+
+
+def spark_conf(region: Region) -> dict[str, str]:
+    """--conf of every Spark step of the region: the steps' own SQL settings, then the region's."""
+    return {**SPARK_SQL_CONF, **SPARK_QUIET_CONF, **{k: str(v) for k, v in (region.spark.get("conf") or {}).items()}}
+
+
+def code_xcom(key: str) -> str:
+    """The uploaded code bundle's `key` (uri, zip, steps/<step>.py), from the package_code task."""
+    return "{{ ti.xcom_pull(task_ids='package_code')['" + key + "'] }}"
+
+
+class ProviderStep(BaseOperator):
+    """A provider operator (`provider`: "module.Class") with `provider_kwargs`, built and run when the
+    task executes. `provider_kwargs` are templated like the provider's own fields; `step_args` (the
+    entry point's arguments) give the OpenLineage datasets."""
+
+    template_fields = ("provider_kwargs", "step_args")
+    ui_color = "#e8f7e4"
+
+    def __init__(self, *, provider: str, provider_kwargs: dict, step_args: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.provider = provider
+        self.provider_kwargs = provider_kwargs
+        self.step_args = step_args
+
+    def provider_operator(self) -> BaseOperator:
+        module, name = self.provider.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        return cls(task_id=self.task_id, **self.provider_kwargs)
+
+    def execute(self, context: Any):
+        return self.provider_operator().execute(context)
+
+    def get_openlineage_facets_on_complete(self, task_instance):
+        return step_lineage(self.step_args)
+
+
+class SparkStepOperator(ProviderStep):
+    """spark-submit of a step, refused without its connection or on another master than the region's."""
 
     def __init__(self, *, expected_master: str | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(provider="airflow.providers.apache.spark.operators.spark_submit.SparkSubmitOperator",
+                         **kwargs)
         self.expected_master = expected_master
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Any):
+        conn_id = self.provider_kwargs["conn_id"]
         try:
-            conn = BaseHook.get_connection(self._conn_id)
+            conn = BaseHook.get_connection(conn_id)
         except Exception as exc:  # the SDK raises its own not-found type
             raise AirflowFailException(
-                f"Spark connection {self._conn_id!r} is not defined; without it spark-submit would silently "
-                f"target YARN. Define it, e.g. AIRFLOW_CONN_{self._conn_id.upper()}="
+                f"Spark connection {conn_id!r} is not defined; without it spark-submit would silently "
+                f"target YARN. Define it, e.g. AIRFLOW_CONN_{conn_id.upper()}="
                 '\'{"conn_type": "spark", "host": "local[*]"}\''
             ) from exc
         if self.expected_master and conn.host != self.expected_master:
             raise AirflowFailException(
-                f"Spark connection {self._conn_id!r} points to master {conn.host!r}, "
+                f"Spark connection {conn_id!r} points to master {conn.host!r}, "
                 f"the region expects {self.expected_master!r}"
             )
-        super().execute(context)
+        return super().execute(context)
 
 
-def step_arguments(step_args: list[str], engine: str) -> list[str]:
-    return ["--engine", engine, *step_args]
+class ProviderSensor(BaseSensorOperator):
+    """A provider sensor built when the task runs (see ProviderStep); pokes through it."""
+
+    template_fields = ("provider_kwargs",)
+
+    def __init__(self, *, provider: str, provider_kwargs: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.provider = provider
+        self.provider_kwargs = provider_kwargs
+
+    def poke(self, context: Any) -> bool:
+        module, name = self.provider.rsplit(".", 1)
+        sensor = getattr(importlib.import_module(module), name)(task_id=self.task_id, **self.provider_kwargs)
+        return sensor.poke(context)
 
 
-def step_operator(*, task_id: str, step: str, region: Region, step_args: list[str], **kwargs) -> BaseOperator:
-    """The operator that runs `spark_jobs/<step>.py` with `step_args` on the region's engine."""
-    if region.engine == "duckdb":
+def step_tasks(*, task_id: str, step: str, region: Region, step_args: list[str],
+               **kwargs) -> tuple[BaseOperator, BaseOperator]:
+    """The task(s) that run `spark_jobs/<step>.py` with `step_args` on the region's engine: (first, last),
+    the same task for every engine but `emr` (add the step, then wait for it)."""
+    args = step_arguments(step_args, region)
+    name = f"snds-{region.name}-{step}"
+    engine = region.engine
+    if engine == "duckdb":
         duck = []
         if region.duckdb.get("memory_limit"):
             duck += ["--duckdb-memory-limit", str(region.duckdb["memory_limit"])]
         if region.duckdb.get("threads"):
             duck += ["--duckdb-threads", str(region.duckdb["threads"])]
-        return DuckDBStepOperator(
-            task_id=task_id, step=step, application_args=step_arguments(step_args + duck, "duckdb"), **kwargs
+        op = DuckDBStepOperator(task_id=task_id, step=step, application_args=args + duck, **kwargs)
+        return op, op
+    if engine in ("spark-local", "spark-standalone"):
+        spark = region.spark
+        spark_submit = Path(sys.executable).parent / "spark-submit"
+        local = engine == "spark-local"
+        cluster = {} if local else {k: spark[k] for k in ("executor_memory", "executor_cores", "total_executor_cores")
+                                    if spark.get(k)}
+        op = SparkStepOperator(
+            task_id=task_id,
+            expected_master=spark["master"],
+            step_args=args,
+            provider_kwargs=dict(
+                # spark-local runs this checkout; a cluster runs the uploaded bundle (zip as --py-files).
+                application=str(SPARK_JOBS_DIR / f"{step}.py") if local else code_xcom(f"steps/{step}.py"),
+                py_files=None if local else code_xcom("zip"),
+                application_args=args,
+                conn_id=region.spark_conn_id,
+                conf=spark_conf(region),
+                driver_memory=spark.get("driver_memory"),
+                name=name,
+                spark_binary=str(spark_submit) if spark_submit.exists() else None,
+                # The driver runs the task's own Python; so do the executors unless the region says otherwise.
+                env_vars={"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+                          **{k: str(v) for k, v in (spark.get("env") or {}).items()}},
+                **cluster,
+            ),
+            **kwargs,
         )
-    spark = region.spark
-    spark_submit = Path(sys.executable).parent / "spark-submit"
-    conf = {
-        **SPARK_SQL_CONF,
-        **SPARK_QUIET_CONF,
-        **{k: str(v) for k, v in (spark.get("conf") or {}).items()},
-    }
-    return CheckedSparkSubmitOperator(
-        task_id=task_id,
-        application=str(SPARK_JOBS_DIR / f"{step}.py"),
-        application_args=step_arguments(step_args, "spark"),
-        conn_id=spark["conn_id"],
-        expected_master=spark.get("expected_master"),
-        conf=conf,
-        driver_memory=spark.get("driver_memory"),
-        name=f"snds-{region.name}-{step}",
-        spark_binary=str(spark_submit) if spark_submit.exists() else None,
-        # The driver and executors run the project's own Python (same packages as the task).
-        env_vars={"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-                  **{k: str(v) for k, v in (spark.get("env") or {}).items()}},
-        **kwargs,
-    )
+        return op, op
+    submit = ["--py-files", code_xcom("zip")]
+    for key, value in spark_conf(region).items():
+        submit += ["--conf", f"{key}={value}"]
+    for option, key in (("--driver-memory", "driver_memory"), ("--executor-memory", "executor_memory"),
+                        ("--executor-cores", "executor_cores")):
+        if region.spark.get(key):
+            submit += [option, str(region.spark[key])]
+    aws = {"aws_conn_id": region.aws_conn_id, "region_name": region.cloud_region}
+    if engine == "emr-serverless":
+        emr = region.emr_serverless
+        op = ProviderStep(
+            task_id=task_id,
+            provider="airflow.providers.amazon.aws.operators.emr.EmrServerlessStartJobOperator",
+            step_args=args,
+            provider_kwargs=dict(
+                application_id=emr["application_id"],
+                execution_role_arn=emr["execution_role_arn"],
+                job_driver={"sparkSubmit": {"entryPoint": code_xcom(f"steps/{step}.py"), "entryPointArguments": args,
+                                            "sparkSubmitParameters": " ".join(submit)}},
+                configuration_overrides={"monitoringConfiguration": {
+                    "s3MonitoringConfiguration": {"logUri": emr["log_uri"]}}},
+                name=name,
+                wait_for_completion=True,
+                **aws,
+            ),
+            **kwargs,
+        )
+        return op, op
+    if engine == "emr":
+        emr = region.emr
+        add = ProviderStep(
+            task_id=task_id,
+            provider="airflow.providers.amazon.aws.operators.emr.EmrAddStepsOperator",
+            step_args=args,
+            provider_kwargs=dict(
+                job_flow_id=emr["cluster_id"],
+                steps=[{"Name": name, "ActionOnFailure": "CONTINUE",
+                        "HadoopJarStep": {"Jar": "command-runner.jar",
+                                          "Args": ["spark-submit", "--deploy-mode", "cluster", "--name", name, *submit,
+                                                   code_xcom(f"steps/{step}.py"), *args]}}],
+                execution_role_arn=emr.get("execution_role_arn"),
+                wait_for_completion=False,
+                **aws,
+            ),
+            **kwargs,
+        )
+        wait = ProviderSensor(
+            task_id=f"{task_id}_wait",
+            provider="airflow.providers.amazon.aws.sensors.emr.EmrStepSensor",
+            provider_kwargs=dict(job_flow_id=emr["cluster_id"],
+                                 step_id="{{ ti.xcom_pull(task_ids='" + task_id + "')[0] }}", **aws),
+            mode="reschedule",
+            poke_interval=60,
+        )
+        add >> wait
+        return add, wait
+    raise ValueError(f"region {region.name}: unknown engine {engine!r}")

@@ -1,0 +1,258 @@
+"""What the first tasks of a release run decide, as plain functions (tested without Airflow running):
+
+- `resolve_release`: which release and which delivery a run processes: from the trigger form's
+  Params, from the landing watch's Asset event, or else from the run's data interval: a scheduled
+  (monthly) run, a backfill or a manual run without a release processes the interval's month M, whose
+  release is `YYYY-MM`, delivered in `<landing_root>/YYYY-MM/`;
+- `claim_release` / `release_claim`: at most one active run per region and release, whatever started
+  it (schedule, backfill, UI, Asset): a second one is refused, not queued behind the first;
+- `preflight`: the run-time half of sovereignty: the region's connections exist and point to the
+  region, and every location the run will touch (paths, task arguments) is in the region's storage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterable
+
+from snds_operators.regions import Region
+from spark_jobs.uris import SovereigntyError, is_s3, is_within, join, split_s3
+
+RELEASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: The steps of a release run, each one job on the region's engine (spark_jobs/<module>.py).
+STEPS = ("ingest", "clean_dcir", "clean_pmsi", "merge", "model")
+ACTIVE_STATES = ("queued", "running")
+
+
+class ReleaseRunError(RuntimeError):
+    """A run that must not go on; the message says why (the task fails without retry)."""
+
+
+def safe_run_id(run_id: str) -> str:
+    """A run id usable as a directory name (Airflow run ids contain ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+
+
+def run_paths(lake_root: str, release: str, run_id: str) -> dict[str, str]:
+    """The zones a run of `release` writes (each step replaces its zone atomically) and its reports."""
+    run_dir = join(lake_root, "runs", f"release={release}", safe_run_id(run_id))
+    paths = {zone: join(lake_root, zone, f"release={release}")
+             for zone in ("ingest", "quarantine", "clean", "merge", "model")}
+    paths["run_dir"] = run_dir
+    for step in STEPS:
+        paths[f"{step}_report"] = join(run_dir, "steps", f"{step}.json")
+    return paths
+
+
+def resolve_release(region: Region, params: dict, *, data_interval_start: dt.datetime | None = None,
+                    asset_events: Iterable[dict] = ()) -> dict:
+    """{release, input, trigger, steps, dry_run} of a run; ReleaseRunError when there is nothing to run
+    or the delivery is outside the region's storage."""
+    release, delivery = (params.get("release") or "").strip(), (params.get("input") or "").strip()
+    events = [e for e in asset_events if (e or {}).get("release")]
+    if release:
+        trigger = "manual"
+    elif events:
+        release, delivery, trigger = events[-1]["release"], events[-1].get("input") or "", "asset"
+    elif data_interval_start is not None:
+        release, trigger = f"{data_interval_start:%Y-%m}", "schedule"
+    else:
+        raise ReleaseRunError("no release: give one in the trigger form (Params `release`), or let the "
+                              "monthly schedule or the landing watch start the run")
+    if not re.match(RELEASE_PATTERN, release):
+        raise ReleaseRunError(f"release {release!r} must match {RELEASE_PATTERN}")
+    from_landing = not delivery
+    delivery = delivery or join(region.landing_root, release)
+    if not is_s3(delivery):
+        delivery = str(Path(delivery).resolve())
+    try:
+        region.check_location(delivery, "delivery")
+    except SovereigntyError as exc:
+        raise ReleaseRunError(str(exc)) from None
+    if not from_landing and not is_s3(delivery) and not Path(delivery).is_dir():
+        raise ReleaseRunError(f"delivery directory {delivery!r} not found")
+    steps = list(params.get("steps") or STEPS)
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown:
+        raise ReleaseRunError(f"unknown step(s) {unknown}; steps are {', '.join(STEPS)}")
+    return {"release": release, "input": delivery, "trigger": trigger, "from_landing": from_landing,
+            "steps": [s for s in STEPS if s in steps], "dry_run": bool(params.get("dry_run", False))}
+
+
+# --- one active run per region and release --------------------------------------------------------------
+def _claim_uri(lake_root: str, release: str) -> str:
+    return join(lake_root, "runs", f"release={release}", "ACTIVE_RUN.json")
+
+
+def claim_release(region: Region, release: str, run_id: str, dag_id: str,
+                  run_state: Callable[[str, str], str | None], s3_client=None) -> dict:
+    """Record `run_id` as the one active run of `release`. Refused (ReleaseRunError) while another run
+    holds the claim and is still queued or running (`run_state(dag_id, run_id)`); a claim left by a
+    finished or vanished run is taken over."""
+    uri = _claim_uri(region.lake_root, release)
+    claim = {"run_id": run_id, "dag_id": dag_id,
+             "claimed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    body = json.dumps(claim, sort_keys=True).encode()
+    for _ in range(3):
+        if _create(uri, body, s3_client):
+            return claim
+        holder = json.loads(_read(uri, s3_client) or b"{}")
+        if holder.get("run_id") == run_id:
+            return claim
+        try:
+            state = run_state(holder.get("dag_id", dag_id), holder.get("run_id", ""))
+        except Exception:  # the holder's run no longer exists
+            state = None
+        if state in ACTIVE_STATES:
+            raise ReleaseRunError(
+                f"release {release} of region {region.name} is already being processed by run "
+                f"{holder['run_id']} ({state}); this run is refused. Wait for it to finish, or mark it "
+                "failed, then trigger again.")
+        _delete(uri, s3_client)  # stale: its run has finished without releasing it
+    raise ReleaseRunError(f"could not claim release {release}: {uri} keeps changing")
+
+
+def release_claim(region: Region, release: str, run_id: str, s3_client=None) -> bool:
+    """Drop the claim if this run holds it."""
+    uri = _claim_uri(region.lake_root, release)
+    data = _read(uri, s3_client)
+    if data and json.loads(data).get("run_id") == run_id:
+        _delete(uri, s3_client)
+        return True
+    return False
+
+
+def _create(uri: str, body: bytes, s3_client) -> bool:
+    """Create `uri` only if it does not exist (atomic on both stores)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            s3_client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+            return True
+        except s3_client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(uri, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(body)
+    return True
+
+
+def _read(uri: str, s3_client) -> bytes | None:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3_client.exceptions.NoSuchKey:
+            return None
+    try:
+        return Path(uri).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _delete(uri: str, s3_client) -> None:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3_client.delete_object(Bucket=bucket, Key=key)
+    else:
+        Path(uri).unlink(missing_ok=True)
+
+
+# --- preflight ---------------------------------------------------------------------------------------
+#: Operator attributes holding a task's data arguments (what a job reads or writes), per operator kind.
+_ARGUMENT_FIELDS = ("application_args", "job_driver", "configuration_overrides", "steps", "conf")
+#: Attributes naming the job code: in the region's code root (bundle engines) or this checkout.
+_CODE_FIELDS = ("application", "py_files")
+_LOCATION = re.compile(r"^(/|file://|s3a?://)")
+
+
+def _strings(value) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def task_locations(task) -> list[tuple[str, str]]:
+    """(field, location) of every literal location in a task's arguments. Templated values are XCom
+    references to prepare_run's paths or to the uploaded bundle, checked on their own."""
+    found = []
+    fields = getattr(task, "provider_kwargs", None) or {}
+    for name in _ARGUMENT_FIELDS:
+        for s in _strings(fields.get(name, getattr(task, name, None))):
+            for part in s.split("=", 1)[-1:] if name == "conf" else [s]:
+                if "{{" not in part and _LOCATION.match(part):
+                    found.append((name, part))
+    return found
+
+
+def preflight(region: Region, paths: dict, tasks: Iterable, get_connection: Callable) -> dict:
+    """Run-time sovereignty check; ReleaseRunError listing every problem. Returns what was checked."""
+    from snds_operators.regions import PROJECT_ROOT
+
+    problems, checked = [], {"connections": {}, "locations": 0, "task_arguments": 0}
+    needed = []
+    if region.uses_aws:
+        needed.append(("aws", region.aws_conn_id))
+    if region.engine in ("spark-local", "spark-standalone"):
+        needed.append(("spark", region.spark_conn_id))
+    for kind, conn_id in needed:
+        try:
+            conn = get_connection(conn_id)
+        except Exception:
+            problems.append(f"connection {conn_id!r} ({kind}) is not defined")
+            continue
+        if kind == "aws":
+            conn_region = (conn.extra_dejson or {}).get("region_name")
+            if conn_region != region.cloud_region:
+                problems.append(f"connection {conn_id!r} points to AWS region {conn_region!r}, "
+                                f"not the region's {region.cloud_region!r}")
+            checked["connections"][conn_id] = conn_region
+        else:
+            if conn.host != region.spark["master"]:
+                problems.append(f"connection {conn_id!r} points to Spark master {conn.host!r}, "
+                                f"not the region's {region.spark['master']!r}")
+            checked["connections"][conn_id] = conn.host
+
+    def check(uri: str, what: str) -> None:
+        try:
+            region.check_location(uri, what)
+        except (SovereigntyError, ValueError) as exc:
+            problems.append(str(exc))
+
+    own = {"lake_root": region.lake_root, "landing_root": region.landing_root, "code_root": region.code_root,
+           "vault_root": region.vault_root}
+    if region.key_provider["type"] == "local_file":
+        own["key file"] = region.key_provider["path"]
+    for what, uri in {**own, **{k: v for k, v in paths.items() if isinstance(v, str) and _LOCATION.match(v)}}.items():
+        check(uri, what)
+        checked["locations"] += 1
+    code_roots = [region.code_root] + ([] if region.engine in ("spark-standalone", "emr-serverless", "emr")
+                                        else [str(PROJECT_ROOT)])
+    for task in tasks:
+        for field, uri in task_locations(task):
+            check(uri, f"task {task.task_id} {field}")
+            checked["task_arguments"] += 1
+        for field in _CODE_FIELDS:
+            value = (getattr(task, "provider_kwargs", None) or {}).get(field, getattr(task, field, None))
+            if isinstance(value, str) and value and "{{" not in value:
+                if not any(is_within(value, root) for root in code_roots):
+                    problems.append(f"task {task.task_id} {field} {value!r} is neither in the region's code root "
+                                    "nor in this deployment's code")
+    if problems:
+        raise ReleaseRunError(f"preflight of region {region.name} failed: " + "; ".join(problems))
+    return checked
