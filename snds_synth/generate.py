@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from snds_operators.landing import write_manifest
 
 from . import __version__
 from . import codes as codes_mod
@@ -157,6 +158,9 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
     with open(out / "_truth" / "manifest.json", "w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=1, ensure_ascii=False, default=_json_default)
         fh.write("\n")
+    # Last, as a sender does: the checksum manifest of the delivery files (sha256sum format), which the
+    # landing watch waits for (snds_operators.landing).
+    write_manifest(out)
     rows = sum(e["rows"] for e in manifest_files.values())
     log(f"done: {len(manifest_files)} files, {rows} data lines, {sum(ev_counts.values())} truth events -> {out}")
     return manifest

@@ -20,6 +20,8 @@ from spark_jobs.bundle import project_dir, resource
 log = logging.getLogger("snds.delivery")
 
 CONFIG_DIR = project_dir() / "config"
+#: The checksum manifest a sender writes last in a delivery (see snds_operators.landing).
+MANIFEST = "SHA256SUMS"
 
 #: Schema `format` values of date fields -> the layouts sql/ingest/_parse.sql knows.
 _STRPTIME_LAYOUTS = {
@@ -263,8 +265,9 @@ class IngestConfig:
             raise DeliveryError(f"{directory}: delivery directory not found")
         files = []
         for path in sorted(directory.iterdir()):
-            # Hidden files and _-prefixed entries (e.g. the generator's _truth/) are not deliveries.
-            if path.name.startswith((".", "_")) or path.is_dir():
+            # Hidden files, _-prefixed entries (e.g. the generator's _truth/) and the sender's
+            # checksum manifest (checked by the landing watch) are not tables.
+            if path.name.startswith((".", "_")) or path.name == MANIFEST or path.is_dir():
                 continue
             if path.suffix.lower() != ".csv":
                 log.warning("%s: not a CSV file, ignored", path)

@@ -11,9 +11,13 @@ Providers:
 - `KmsKeyProvider` (AWS regions): the master key is a KMS key; wrapping is KMS Encrypt/Decrypt with
   an encryption context, and the pepper is stored KMS-encrypted next to the vault (`pepper.kms`).
   The boto3 KMS client comes from the amazon provider's hook in Airflow tasks
-  (`AwsBaseHook(client_type="kms")`) and from the job's own role on EMR.
+  (`AwsBaseHook(client_type="kms")`) and from the job's own role on EMR. The vault root, and so
+  `pepper.kms`, may be a local directory or an S3 prefix (`s3://bucket/prefix`, objects written with
+  SSE-KMS under the region's key: objectstore.py); the provider holds that store (`.store`), which the
+  vault uses too.
 
-`open_key_provider(spec)` builds either from a region's `pseudonymisation.key_provider` settings.
+`open_key_provider(spec, vault_root)` builds either from a region's `pseudonymisation.key_provider`
+settings. A local key file cannot guard an S3 vault (`local_key_for_cloud_vault`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import json
 import os
 import stat
 from pathlib import Path
+
+from spark_jobs.objectstore import normalise_root, open_store, write_private_file  # noqa: F401 (re-exported)
 
 KEY_FILE_VERSION = 2
 WRAP_CONTEXT = {"purpose": "snds-vault-data-key"}
@@ -41,34 +47,6 @@ def _b64(data: bytes) -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_private_file(path: Path, blob: bytes, exclusive: bool = False) -> None:
-    """A secret file (mode 0600) written complete or not at all: written aside, fsynced, then linked
-    into place (`exclusive`: an existing file is never overwritten) or renamed over the old one; the
-    directory is fsynced so that the rename survives a power loss."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()  # a stale one from a crash: never reuse its permissions
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        if exclusive:
-            os.link(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _write_json(path: Path, payload: dict, exclusive: bool) -> None:
@@ -185,15 +163,34 @@ class LocalKeyFile:
 
 
 class KmsKeyProvider:
-    """AWS KMS master key (a symmetric KMS key ARN of the region's own account and region)."""
+    """AWS KMS master key (a symmetric KMS key ARN of the region's own account and region).
+
+    `pepper_path` is where `pepper.kms` lives: a local path, or an S3 URI next to an S3 vault. Its
+    directory is the provider's `store` (objectstore.py); on S3 every object of that store is written
+    with SSE-KMS under `key_arn`, through `s3_client` (default: from the environment, in the KMS
+    client's region)."""
 
     kind = "aws_kms"
 
-    def __init__(self, key_arn: str, pepper_path: str | Path, client):
+    def __init__(self, key_arn: str, pepper_path: str | Path, client, *, s3_client=None):
         self.key_arn = key_arn
-        self.pepper_path = Path(pepper_path)
         self.client = client
         self._pepper: bytes | None = None
+        location = normalise_root(pepper_path)
+        if isinstance(location, str):  # s3://bucket/prefix/pepper.kms
+            root, _, self._pepper_name = location.rpartition("/")
+            if root.endswith(":/"):
+                raise KeyProviderError(
+                    f"KMS pepper {location}: needs a bucket and a name (s3://bucket/prefix/pepper.kms)")
+            if s3_client is None:
+                from spark_jobs.objectstore import s3_client as make_s3_client
+
+                s3_client = make_s3_client(getattr(getattr(client, "meta", None), "region_name", None))
+            self.store = open_store(root, s3_client=s3_client, sse_kms_key_id=key_arn)
+        else:
+            self.store = open_store(location.parent)
+            self._pepper_name = location.name
+        self.pepper_path = self.store.uri(self._pepper_name)
 
     def describe(self) -> str:
         return f"KMS key {self.key_arn}"
@@ -214,27 +211,45 @@ class KmsKeyProvider:
         meta = self._call("DescribeKey", self.client.describe_key, KeyId=self.key_arn)["KeyMetadata"]
         if meta.get("KeyState") != "Enabled":
             raise KeyProviderError(f"KMS key {self.key_arn}: state {meta.get('KeyState')}, not Enabled")
-        if self.pepper_path.exists():
-            self.pepper()
+        existing = self._read_pepper_blob(missing_ok=True)
+        if existing is not None:
+            self._pepper = self._decrypt_pepper(existing)
             return False
         if not create_if_missing:
             raise KeyProviderError(f"KMS pepper {self.pepper_path}: missing (and this region does not create keys)")
         pepper = self._call("GenerateRandom", self.client.generate_random, NumberOfBytes=32)["Plaintext"]
         blob = self._call("Encrypt", self.client.encrypt, KeyId=self.key_arn, Plaintext=pepper,
                           EncryptionContext=PEPPER_CONTEXT)["CiphertextBlob"]
-        _write_json(self.pepper_path, {"version": 1, "key_id": self.key_arn, "ciphertext": _b64(blob)}, exclusive=True)
+        payload = {"version": 1, "key_id": self.key_arn, "ciphertext": _b64(blob)}
+        try:  # never overwrites one: an existing pepper made every pseudonym of the vault
+            self.store.write_bytes(self._pepper_name, json.dumps(payload, indent=1).encode("utf-8"), exclusive=True)
+        except FileExistsError:  # another task created it meanwhile: that one is the region's pepper
+            self._pepper = None
+            self.pepper()
+            return False
         return True
+
+    def _read_pepper_blob(self, missing_ok: bool = False) -> bytes | None:
+        try:
+            return self.store.read_bytes(self._pepper_name)
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise KeyProviderError(f"KMS pepper {self.pepper_path}: missing") from None
+        except OSError as exc:
+            raise KeyProviderError(f"KMS pepper {self.pepper_path}: unreadable ({exc.strerror})") from None
+
+    def _decrypt_pepper(self, raw: bytes) -> bytes:
+        try:
+            blob = base64.b64decode(json.loads(raw.decode("utf-8"))["ciphertext"])
+        except (ValueError, KeyError, TypeError):
+            raise KeyProviderError(f"KMS pepper {self.pepper_path}: damaged") from None
+        return self._call("Decrypt (pepper)", self.client.decrypt, CiphertextBlob=blob,
+                          EncryptionContext=PEPPER_CONTEXT)["Plaintext"]
 
     def pepper(self) -> bytes:
         if self._pepper is None:
-            if not self.pepper_path.exists():
-                raise KeyProviderError(f"KMS pepper {self.pepper_path}: missing")
-            try:
-                blob = base64.b64decode(json.loads(self.pepper_path.read_text(encoding="utf-8"))["ciphertext"])
-            except (ValueError, KeyError, TypeError):
-                raise KeyProviderError(f"KMS pepper {self.pepper_path}: damaged") from None
-            self._pepper = self._call("Decrypt (pepper)", self.client.decrypt, CiphertextBlob=blob,
-                                      EncryptionContext=PEPPER_CONTEXT)["Plaintext"]
+            self._pepper = self._decrypt_pepper(self._read_pepper_blob())
         return self._pepper
 
     def key_id(self) -> str:
@@ -269,12 +284,33 @@ def kms_client(region_name: str, aws_conn_id: str | None = None):
     return boto3.client("kms", region_name=region_name)
 
 
-def open_key_provider(spec: dict, vault_root: str | Path, *, in_airflow: bool = False):
-    """The key provider a region's `pseudonymisation.key_provider` settings describe."""
+def local_key_for_cloud_vault(vault_root) -> str:
+    """Why a local key file is refused for an S3 vault (the message of the errors that refuse it)."""
+    return (f"vault {vault_root}: a local_file key provider cannot guard a vault on S3: a key file on the "
+            "Airflow worker (or EMR node) for a cloud vault would break the region's key custody (the key "
+            "would live outside the region's KMS, on whichever machine ran the task); use key_provider "
+            "type aws_kms with the region's KMS key")
+
+
+def open_key_provider(spec: dict, vault_root: str | Path, *, in_airflow: bool = False, s3_client=None):
+    """The key provider a region's `pseudonymisation.key_provider` settings describe, for the vault at
+    `vault_root` (a local directory or s3://bucket/prefix). In Airflow tasks (`in_airflow`) the KMS and
+    S3 clients come from the amazon provider's hook with the spec's `aws_conn_id`; elsewhere from the
+    environment (EMR: the job's role), in the spec's `region_name`. `s3_client` overrides the S3 one."""
     kind = spec.get("type")
+    root = normalise_root(vault_root)
     if kind == "local_file":
+        if isinstance(root, str):
+            raise KeyProviderError(local_key_for_cloud_vault(root))
         return LocalKeyFile(spec["path"])
     if kind == "aws_kms":
-        client = kms_client(spec["region_name"], spec.get("aws_conn_id") if in_airflow else None)
-        return KmsKeyProvider(spec["key_arn"], Path(vault_root) / "pepper.kms", client)
+        conn_id = spec.get("aws_conn_id") if in_airflow else None
+        client = kms_client(spec["region_name"], conn_id)
+        if isinstance(root, str):
+            if s3_client is None:
+                from spark_jobs.objectstore import s3_client as make_s3_client
+
+                s3_client = make_s3_client(spec["region_name"], conn_id)
+            return KmsKeyProvider(spec["key_arn"], f"{root}/pepper.kms", client, s3_client=s3_client)
+        return KmsKeyProvider(spec["key_arn"], root / "pepper.kms", client)
     raise KeyProviderError(f"unknown key provider type {kind!r} (local_file or aws_kms)")

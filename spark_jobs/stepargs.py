@@ -55,13 +55,14 @@ def add_pseudonymisation_args(p: argparse.ArgumentParser, argon2: bool = True) -
 
 def key_provider_from_args(args: argparse.Namespace):
     """(key provider, vault root, argon2 parameters) from the arguments of add_pseudonymisation_args."""
-    from pathlib import Path
-
     from spark_jobs.engines import local_path
     from spark_jobs.keys import open_key_provider
+    from spark_jobs.objectstore import normalise_root
+    from spark_jobs.uris import is_s3
     from spark_jobs.vault import Argon2Params
 
-    vault_root = local_path(args.vault)
+    # An S3 vault (s3://bucket/prefix) is opened through the KMS provider's S3 store (EMR: the job's role).
+    vault_root = normalise_root(args.vault) if is_s3(args.vault) else local_path(args.vault)
     if args.key_file:
         spec = {"type": "local_file", "path": str(local_path(args.key_file))}
     else:
@@ -70,7 +71,7 @@ def key_provider_from_args(args: argparse.Namespace):
     if hasattr(args, "argon2_time_cost"):
         params = Argon2Params(time_cost=args.argon2_time_cost, memory_cost_kib=args.argon2_memory_kib,
                               parallelism=args.argon2_parallelism)
-    return open_key_provider(spec, Path(vault_root)), vault_root, params
+    return open_key_provider(spec, vault_root), vault_root, params
 
 
 def engine_settings(args: argparse.Namespace) -> dict:

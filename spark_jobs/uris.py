@@ -17,19 +17,22 @@ class SovereigntyError(ValueError):
     """A location outside the region's allowed storage."""
 
 
-def is_s3(uri: str) -> bool:
-    return str(uri).startswith(("s3://", "s3a://"))
+S3_SCHEMES = ("s3://", "s3a://", "s3n://")  # s3a and s3n: Hadoop's spellings
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    """('bucket', 'key/prefix') of an s3:// URI."""
-    if not is_s3(uri):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    rest = str(uri).split("://", 1)[1]
-    bucket, _, key = rest.partition("/")
+def is_s3(uri) -> bool:
+    return str(uri).startswith(S3_SCHEMES)
+
+
+def split_s3(uri) -> tuple[str, str]:
+    """(bucket, key prefix without leading, trailing or doubled '/') of an S3 URI."""
+    s = str(uri)
+    if not is_s3(s):
+        raise ValueError(f"{s}: not an S3 URI (s3://bucket/prefix)")
+    bucket, _, key = s.split("://", 1)[1].partition("/")
     if not bucket:
-        raise ValueError(f"s3 URI without a bucket: {uri!r}")
-    return bucket, key
+        raise ValueError(f"{s}: an S3 URI needs a bucket (s3://bucket/prefix)")
+    return bucket, "/".join(part for part in key.split("/") if part)
 
 
 def normalize(uri: str | Path, base: Path | None = None) -> str:

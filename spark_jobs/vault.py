@@ -9,9 +9,14 @@ in use; ingest runs add `pending/<run>.delta` files in the same format. A versio
             key wrapped by the region's key provider (keys.py), payload nonce),
     rest:   the mapping, compressed and encrypted with AES-256-GCM under the data key, the header
             bound to it as associated data (a changed header or payload byte fails authentication).
-Saving writes the new version file completely, then switches CURRENT with an atomic rename: a crash
-leaves the previous version current and intact. Key rotation re-wraps the data key under a new
-master key without re-hashing or re-encrypting the mapping.
+Saving writes the new version file completely, then switches CURRENT (locally an atomic rename, on
+S3 a single PutObject of CURRENT after the new, immutable version object): a crash leaves the
+previous version current and intact. Key rotation re-wraps the data key under a new master key
+without re-hashing or re-encrypting the mapping.
+
+The vault root is a local directory or an S3 prefix (`s3://bucket/prefix`); every read and write goes
+through an object store (objectstore.py). An S3 vault uses its KMS key provider's store, so that every
+object is written with SSE-KMS under the region's key, on top of the vault's own encryption.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from spark_jobs.keys import KeyProviderError, write_private_file
+from spark_jobs.keys import KeyProviderError, local_key_for_cloud_vault
+from spark_jobs.objectstore import normalise_root, open_store
+from spark_jobs.uris import is_s3, is_within
 
 VAULT_FORMAT = "snds-vault-1"
 PLACEHOLDER_IDS = frozenset({"xxxxxxxxxxxxxxxxx", "XXXXXXXXXXXXXXXXD"})
 _VERSION_RE = re.compile(r"^v[0-9]{6}$")
+_VERSION_FILE_RE = re.compile(r"^(v[0-9]{6})\.vault$")
 
 
 class VaultError(RuntimeError):
@@ -74,16 +82,26 @@ def pseudonym_batch(values, pepper: bytes, params: Argon2Params, workers: int = 
         return list(pool.map(lambda v: pseudonym(v, pepper, params), values, chunksize=64))
 
 
-def paths_overlap(a: Path, b: Path) -> bool:
-    """One path is the other or lies inside it."""
-    a, b = Path(a).resolve(), Path(b).resolve()
-    return a == b or a in b.parents or b in a.parents
+def _shown(root) -> str:
+    root = normalise_root(root)
+    return root if isinstance(root, str) else str(root.resolve())
 
 
-def check_separate(vault_root: Path, lake_root: Path) -> None:
+def paths_overlap(a, b) -> bool:
+    """One path or S3 prefix is the other or lies inside it (s3://b/lake and s3://b/lake/vault overlap;
+    another bucket, or a local path against an S3 URI, does not). Local paths are compared resolved."""
+    a, b = normalise_root(a), normalise_root(b)
+    if is_s3(a) != is_s3(b):
+        return False
+    if not is_s3(a):
+        a, b = a.resolve(), b.resolve()
+    return is_within(str(a), str(b)) or is_within(str(b), str(a))
+
+
+def check_separate(vault_root, lake_root) -> None:
     """The vault must live apart from the lake: neither inside the other."""
     if paths_overlap(vault_root, lake_root):
-        raise VaultError(f"vault {Path(vault_root).resolve()} and lake {Path(lake_root).resolve()} overlap: "
+        raise VaultError(f"vault {_shown(vault_root)} and lake {_shown(lake_root)} overlap: "
                          "the vault must be stored apart from the lake")
 
 
@@ -107,11 +125,33 @@ class Vault:
         pending/<run>.delta          new mappings hashed by an ingest run, merged into a new version
                                      by the vault-update task (`commit_pending`)
     Version and delta files share one sealed format (header line + AES-256-GCM payload).
+
+    `root` is a local directory (`self.root` is then a Path) or `s3://bucket/prefix` (a str). An S3
+    vault reads and writes through the store of its KMS key provider (`keys.store`, same root: S3
+    client of the region, SSE-KMS under the region's key) unless a `store` is given; a local key file
+    is refused for it.
     """
 
-    def __init__(self, root: str | Path, keys):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, keys, *, store=None):
+        root = normalise_root(root)
+        self.root = root
         self.keys = keys
+        self.store = store if store is not None else self._store_of(keys)
+
+    def _store_of(self, keys):
+        """The store this vault uses with `keys`: on S3, the key provider's own (same root)."""
+        if not is_s3(self.root):
+            return open_store(self.root)
+        if getattr(keys, "kind", None) == "local_file":
+            raise VaultError(local_key_for_cloud_vault(self.root))
+        store = getattr(keys, "store", None)
+        if store is None or getattr(store, "root", None) != self.root:
+            raise VaultError(f"vault {self.root}: an S3 vault needs the S3 client and KMS key of its region: open "
+                             "its key provider for this vault root (keys.open_key_provider(spec, vault_root))")
+        return store
+
+    def _uri(self, rel: str) -> str:
+        return self.store.uri(rel)
 
     # --- sealed files ----------------------------------------------------------------------------
     def _seal(self, mapping: dict[str, str], params: Argon2Params, data_key: bytes | None = None,
@@ -141,14 +181,15 @@ class Vault:
         plain = zlib.compress("".join(f"{r}\t{p}\n" for r, p in sorted(mapping.items())).encode("utf-8"))
         return head + b"\n" + AESGCM(data_key).encrypt(payload_nonce, plain, head)
 
-    def _unseal(self, path: Path) -> tuple[dict[str, str], Argon2Params, bytes]:
-        """Mapping, argon2 parameters and data key of a sealed file; VaultError naming it otherwise."""
+    def _unseal(self, rel: str) -> tuple[dict[str, str], Argon2Params, bytes]:
+        """Mapping, argon2 parameters and data key of a sealed file (`rel`: its name in the store);
+        VaultError naming its path or URI otherwise."""
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-
+        path = self._uri(rel)
         try:
-            blob = path.read_bytes()
+            blob = self.store.read_bytes(rel)
         except OSError as exc:
             raise VaultError(f"vault {path}: unreadable ({exc.strerror})") from None
         head, sep, body = blob.partition(b"\n")
@@ -176,22 +217,42 @@ class Vault:
         return mapping, Argon2Params(**header["argon2"]), data_key
 
     # --- reading -------------------------------------------------------------------------------
+    def _list(self, prefix: str) -> list[str]:
+        try:
+            return self.store.list(prefix)
+        except OSError as exc:
+            raise VaultError(f"vault {self._uri(prefix)}: cannot be listed ({exc.strerror})") from None
+
+    def _versions(self) -> list[str]:
+        return sorted(m.group(1) for m in map(_VERSION_FILE_RE.match, self._list("versions")) if m)
+
     def current_version(self) -> str | None:
-        pointer = self.root / "CURRENT"
-        if not pointer.exists():
-            if (self.root / "versions").is_dir() and any((self.root / "versions").glob("v*.vault")):
-                raise VaultError(f"vault {self.root}: versions exist but CURRENT is missing")
+        try:
+            version = self.store.read_bytes("CURRENT").decode("utf-8", "replace").strip()
+        except FileNotFoundError:
+            if self._versions():
+                raise VaultError(f"vault {self.root}: versions exist but CURRENT is missing") from None
             return None
-        version = pointer.read_text(encoding="utf-8").strip()
-        if not _VERSION_RE.match(version) or not (self.root / "versions" / f"{version}.vault").exists():
+        except OSError as exc:
+            raise VaultError(f"vault {self._uri('CURRENT')}: unreadable ({exc.strerror})") from None
+        try:
+            stored = _VERSION_RE.match(version) and self.store.exists(self._version_rel(version))
+        except OSError as exc:
+            raise VaultError(f"vault {self._uri(self._version_rel(version))}: unreadable ({exc.strerror})") from None
+        if not stored:
             raise VaultError(f"vault {self.root}: CURRENT names {version!r}, which is not a stored version")
         return version
 
-    def _version_path(self, version: str) -> Path:
-        return self.root / "versions" / f"{version}.vault"
+    @staticmethod
+    def _version_rel(version: str) -> str:
+        return f"versions/{version}.vault"
 
-    def pending_files(self) -> list[Path]:
-        return sorted((self.root / "pending").glob("*.delta")) if (self.root / "pending").is_dir() else []
+    def _pending_rels(self) -> list[str]:
+        return [f"pending/{name}" for name in self._list("pending") if name.endswith(".delta")]
+
+    def pending_files(self) -> list[str]:
+        """Paths or URIs of the pending deltas, in name order."""
+        return [self._uri(rel) for rel in self._pending_rels()]
 
     def load(self, include_pending: bool = False) -> tuple[dict[str, str], Argon2Params | None]:
         """The current mapping raw -> pseudonym and its argon2 parameters ({} and None when empty).
@@ -200,19 +261,19 @@ class Vault:
         mapping: dict[str, str] = {}
         params = None
         if version is not None:
-            mapping, params, _ = self._unseal(self._version_path(version))
+            mapping, params, _ = self._unseal(self._version_rel(version))
         if include_pending:
-            params = self._add_pending(mapping, params, self.pending_files())
+            params = self._add_pending(mapping, params, self._pending_rels())
         return mapping, params
 
-    def _add_pending(self, mapping: dict, params, pending: list[Path]):
+    def _add_pending(self, mapping: dict, params, pending: list[str]):
         """Adds the deltas of `pending` to `mapping` (each checked like a version); returns the params."""
-        for path in pending:
-            delta, delta_params, _ = self._unseal(path)
-            params = self._merge(mapping, params, delta, delta_params, path)
+        for rel in pending:
+            delta, delta_params, _ = self._unseal(rel)
+            params = self._merge(mapping, params, delta, delta_params, self._uri(rel))
         return params
 
-    def _merge(self, mapping: dict, params, delta: dict, delta_params, source: Path):
+    def _merge(self, mapping: dict, params, delta: dict, delta_params, source: str):
         if params is not None and delta_params != params:
             raise VaultError(f"vault {source}: argon2 parameters {delta_params} differ from the vault's {params}")
         for raw, pseudo in delta.items():
@@ -223,45 +284,51 @@ class Vault:
 
     # --- writing -------------------------------------------------------------------------------
     def _next_version(self) -> str:
-        versions = sorted(p.stem for p in (self.root / "versions").glob("v*.vault"))
+        versions = self._versions()
         return f"v{(int(versions[-1][1:]) + 1 if versions else 1):06d}"
 
     def _write_version(self, blob: bytes) -> str:
-        """Write a complete new version file, then switch CURRENT to it (atomic rename): a crash at any
-        point leaves the previous version current and intact."""
+        """Write a complete new version under a new name (never over an existing one), then switch
+        CURRENT to it (locally an atomic rename, on S3 one PutObject): a crash at any point leaves the
+        previous version current and intact."""
         version = self._next_version()
-        write_private_file(self._version_path(version), blob)
+        try:
+            self.store.write_bytes(self._version_rel(version), blob, exclusive=True)
+        except FileExistsError:
+            raise VaultError(f"vault {self._uri(self._version_rel(version))}: already exists: is another vault "
+                             "update running at the same time? Nothing was changed; run it again") from None
         self._switch(version)
         return version
 
     def _switch(self, version: str) -> None:
-        write_private_file(self.root / "CURRENT", (version + "\n").encode())
+        self.store.write_bytes("CURRENT", (version + "\n").encode())
 
     def save(self, mapping: dict[str, str], params: Argon2Params) -> str:
         """Store `mapping` as a new version under a fresh data key; returns the version name."""
         return self._write_version(self._seal(mapping, params))
 
-    def add_pending(self, name: str, delta: dict[str, str], params: Argon2Params) -> Path | None:
-        """Seal the new mappings of one run as `pending/<name>.delta` (nothing when there are none)."""
+    def add_pending(self, name: str, delta: dict[str, str], params: Argon2Params) -> str | None:
+        """Seal the new mappings of one run as `pending/<name>.delta` (nothing when there are none);
+        returns its path or URI."""
         if not delta:
             return None
-        if not re.match(r"^[A-Za-z0-9._-]+$", name):
+        if not re.match(r"^[A-Za-z0-9._-]+$", name) or name.startswith("."):
             raise ValueError(f"pending delta name {name!r}")
-        path = self.root / "pending" / f"{name}.delta"
-        write_private_file(path, self._seal(delta, params))
-        return path
+        rel = f"pending/{name}.delta"
+        self.store.write_bytes(rel, self._seal(delta, params))
+        return self._uri(rel)
 
     def commit_pending(self) -> dict:
         """Merge every pending delta into a new version, then delete the deltas. Returns counts."""
-        pending = self.pending_files()
+        pending = self._pending_rels()
         if not pending:
             return {"version": self.current_version(), "merged_deltas": 0, "new_entries": 0}
         mapping, params = self.load()
         before = len(mapping)
         params = self._add_pending(mapping, params, pending)
         version = self.save(mapping, params) if len(mapping) > before else self.current_version()
-        for path in pending:  # only once the new version is current
-            path.unlink()
+        for rel in pending:  # only once the new version is current
+            self.store.delete(rel)
         return {"version": version, "merged_deltas": len(pending), "new_entries": len(mapping) - before,
                 "entries": len(mapping)}
 
@@ -275,10 +342,13 @@ class Vault:
         new_keys = new_keys or self.keys
         if new_keys.pepper() != self.keys.pepper():
             raise VaultError(f"vault {self.root}: the new keys have another pepper; pseudonyms would change")
-        if self.pending_files():
+        if self._pending_rels():
             self.commit_pending()
             version = self.current_version()
-        mapping, params, data_key = self._unseal(self._version_path(version))
+        mapping, params, data_key = self._unseal(self._version_rel(version))
+        if new_keys is not self.keys and is_s3(self.root) and getattr(new_keys, "store", None) is not None \
+                and new_keys.store.root == self.root:
+            self.store = new_keys.store  # new objects under the new key's SSE-KMS too
         self.keys = new_keys
         return self._write_version(self._seal(mapping, params, data_key=data_key,
                                               base_header={"rotated_from": version}))

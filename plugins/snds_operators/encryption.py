@@ -48,14 +48,17 @@ class _RegionKeysOperator(BaseOperator):
         from spark_jobs.keys import open_key_provider
 
         spec = {k: v for k, v in self.key_provider.items() if k != "create_if_missing"}
-        return open_key_provider(spec, Path(self.vault_root), in_airflow=True)
+        # vault_root stays a string: Path() would turn s3://bucket/prefix into s3:/bucket/prefix.
+        return open_key_provider(spec, self.vault_root, in_airflow=True)
 
     def _run(self, fn, *args):
         from spark_jobs.keys import KeyProviderError
         from spark_jobs.vault import VaultError
 
         try:
-            return fn(*args)
+            # The key provider is opened here, so that a refused one (e.g. a local key file for an S3
+            # vault) fails the task instead of being retried.
+            return fn(self._keys(), *args)
         except (KeyProviderError, VaultError) as exc:
             # A wrong or missing key or a damaged vault does not heal by retrying.
             raise AirflowFailException(f"region {self.region_name}: {exc}") from None
@@ -67,7 +70,7 @@ class KeyCheckOperator(_RegionKeysOperator):
         from spark_jobs.vault import Argon2Params
 
         params = Argon2Params(**self.argon2)
-        return self._run(check_keys, self._keys(), Path(self.vault_root), params, [Path(self.lake_root)],
+        return self._run(check_keys, self.vault_root, params, [self.lake_root],
                          bool(self.key_provider.get("create_if_missing", False)))
 
 
@@ -75,11 +78,11 @@ class VaultUpdateOperator(_RegionKeysOperator):
     def execute(self, context: Any) -> dict:
         from spark_jobs.keyadmin import update_vault
 
-        return self._run(update_vault, self._keys(), Path(self.vault_root))
+        return self._run(update_vault, self.vault_root)
 
 
 class KeyRotationOperator(_RegionKeysOperator):
     def execute(self, context: Any) -> dict:
         from spark_jobs.keyadmin import rotate_keys
 
-        return self._run(rotate_keys, self._keys(), Path(self.vault_root))
+        return self._run(rotate_keys, self.vault_root)

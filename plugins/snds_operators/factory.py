@@ -370,6 +370,9 @@ def build_landing_watch_dag(region: Region) -> DAG:
             from snds_operators.landing import required_tables_from_config, scan_landing as scan
             from spark_jobs.bundle import resource
 
+            if not is_s3(region.landing_root) and not Path(region.landing_root).is_dir():
+                print(f"landing zone {region.landing_root} does not exist yet: nothing delivered")
+                return []
             checks = scan(region.landing_root, required_tables=required_tables_from_config(
                 resource(region.ingest_config)), quiet_seconds=float(region.landing.get("quiet_seconds", 300)),
                 s3_client=_s3_client(region))
@@ -381,7 +384,7 @@ def build_landing_watch_dag(region: Region) -> DAG:
                 elif seen == check.manifest_sha256:
                     print(f"{check.release}: complete, already announced")
                 else:
-                    print(f"{check.release}: complete ({check.files} files, {check.bytes:,} bytes): announcing")
+                    print(f"{check.release}: complete ({len(check.files)} files, {check.bytes:,} bytes): announcing")
                     new.append(check.to_dict())
             return new
 

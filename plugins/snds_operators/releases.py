@@ -22,7 +22,8 @@ from typing import Callable, Iterable
 from snds_operators.regions import Region
 from spark_jobs.uris import SovereigntyError, is_s3, is_within, join, split_s3
 
-RELEASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+from snds_operators.landing import DEFAULT_RELEASE_PATTERN as RELEASE_PATTERN  # noqa: E402
+
 #: The steps of a release run, each one job on the region's engine (spark_jobs/<module>.py).
 STEPS = ("ingest", "clean_dcir", "clean_pmsi", "merge", "model")
 ACTIVE_STATES = ("queued", "running")
@@ -65,7 +66,7 @@ def resolve_release(region: Region, params: dict, *, data_interval_start: dt.dat
                               "monthly schedule or the landing watch start the run")
     if not re.match(RELEASE_PATTERN, release):
         raise ReleaseRunError(f"release {release!r} must match {RELEASE_PATTERN}")
-    from_landing = not delivery
+    from_landing = trigger != "manual" or not delivery  # the sensor checks it is complete
     delivery = delivery or join(region.landing_root, release)
     if not is_s3(delivery):
         delivery = str(Path(delivery).resolve())
