@@ -18,6 +18,8 @@ ENGINE ?= duckdb
 REGION ?=
 RELEASE ?=
 INPUT ?=
+STEPS ?=
+DRY_RUN ?=
 
 .PHONY: help install lock demo test airflow run keys synth bench clean
 
@@ -51,9 +53,9 @@ test: install ## the whole test suite
 airflow: install ## airflow standalone with the project's DAGs (UI on :8080)
 	$(BIN)/python -m snds_operators.localrun airflow
 
-run: install ## run the release DAG: make run RELEASE=<id> INPUT=<dir> [REGION=<r>] [ENGINE=duckdb|spark]
-	@test -n "$(RELEASE)" -a -n "$(INPUT)" || { echo "usage: make run RELEASE=<id> INPUT=<delivery dir> [REGION=<region>] [ENGINE=duckdb|spark]"; exit 2; }
-	$(BIN)/python -m snds_operators.localrun run --input "$(INPUT)" --release "$(RELEASE)" $(if $(REGION),--region $(REGION)) $(if $(filter command line,$(origin ENGINE)),--engine $(ENGINE))
+run: install ## run the release DAG: make run RELEASE=<id> [INPUT=<dir>] [REGION=<r>] [ENGINE=...] [STEPS=a,b] [DRY_RUN=1]
+	@test -n "$(RELEASE)" || { echo "usage: make run RELEASE=<id> [INPUT=<delivery dir>] [REGION=<region>] [ENGINE=duckdb|spark-local|spark-standalone] [STEPS=merge,model] [DRY_RUN=1]"; exit 2; }
+	$(BIN)/python -m snds_operators.localrun run --release "$(RELEASE)" $(if $(INPUT),--input "$(INPUT)") $(if $(REGION),--region $(REGION)) $(if $(filter command line,$(origin ENGINE)),--engine $(ENGINE)) $(if $(STEPS),--steps $(STEPS)) $(if $(DRY_RUN),--dry-run)
 
 keys: install ## region key and vault: make keys ACTION=check|commit|rotate [REGION=<r>]
 	@test -n "$(ACTION)" || { echo "usage: make keys ACTION=check|commit|rotate [REGION=<region>]"; exit 2; }

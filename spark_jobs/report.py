@@ -172,7 +172,7 @@ def assemble_summary(run_dir: Path, *, region: str, release: str, run_id: str, e
         "status": _status(steps, selected_steps, dry_run),
         "steps": steps,
     }
-    if truth_manifest is not None and truth_manifest.exists():
+    if truth_manifest is not None and truth_manifest.exists() and not dry_run:
         with open(truth_manifest, encoding="utf-8") as fh:
             check = truth_check(steps, json.load(fh))
         summary["truth_check"] = check

@@ -115,3 +115,26 @@ def write_test_region(tmp_path: Path, *, roots: tuple[Path, ...] = (), name: str
     regions.mkdir(exist_ok=True)
     (regions / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return regions
+
+
+def run_release_dag(tmp_path, delivery, engine: str | None, release: str | None, region: str = "local",
+                    extra_env=None, regions=None, args=()):
+    """Run a region's release DAG with `python -m snds_operators.localrun run` (airflow dags test) in a
+    throw-away Airflow home under `tmp_path`; the region's local settings are moved under `tmp_path`
+    (write_test_region) unless `regions` is given. Returns the completed process."""
+    import os
+    import subprocess
+    import sys
+
+    from snds_operators.regions import PROJECT_ROOT
+
+    regions = regions or write_test_region(tmp_path, roots=(delivery.parent,), name=region)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__UNIT_TEST_MODE")}
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), SNDS_REGIONS_DIR=str(regions), **(extra_env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "snds_operators.localrun", "run", *(["--input", str(delivery)] if delivery else []),
+         *(["--release", release] if release else []), "--region", region, *(["--engine", engine] if engine else []),
+         *args],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )

@@ -381,3 +381,31 @@ def test_run_paths_put_each_zone_under_the_release():
     assert paths["run_dir"] == run_dir
     assert {paths[f"{s}_report"] for s in STEPS} == {f"{run_dir}/steps/{s}.json" for s in STEPS}
     assert run_paths("s3://b/lake", "2024-06", "r")["model"] == "s3://b/lake/model/release=2024-06"
+
+
+def test_trigger_form_params_are_validated():
+    """The trigger form's Params: documented, with defaults for scheduled runs, and refusing a bad
+    release id, an unknown step or an empty step list before any task runs."""
+    import copy
+
+    from airflow.sdk.definitions.param import ParamsDict
+
+    try:
+        from airflow.sdk.exceptions import ParamValidationError
+    except ImportError:  # pragma: no cover
+        from airflow.exceptions import ParamValidationError
+
+    dag = _dag(_regions("local")["local"])
+    assert all(dag.params.get_param(k).description for k in ("release", "input", "steps", "dry_run"))
+    defaults = dag.params.validate()
+    assert defaults == {"release": "", "input": "", "dry_run": False,
+                        "steps": ["ingest", "clean_dcir", "clean_pmsi", "merge", "model"]}
+    ok = ParamsDict(copy.deepcopy(dag.params))
+    ok.update({"release": "2024-06", "steps": ["merge", "model"], "dry_run": True})
+    assert ok.validate()["steps"] == ["merge", "model"]
+    for bad in ({"release": "../2024"}, {"steps": ["publish"]}, {"steps": []}, {"dry_run": "yes"},
+                {"steps": ["merge", "merge"]}):
+        params = ParamsDict(copy.deepcopy(dag.params))
+        with pytest.raises(ParamValidationError):
+            params.update(bad)  # a Param checks its value when set, as the form does on submit
+            params.validate()

@@ -5,32 +5,24 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import duckdb
 import pytest
 
-from conftest import PROJECT_ROOT
-from helpers import write_test_region
+from helpers import run_release_dag, tree_bytes
 
 
-def _run_release(tmp_path, delivery, engine: str, release: str, region: str = "local", extra_env=None,
-                 regions=None):
-    regions = regions or write_test_region(tmp_path, roots=(delivery.parent,), name=region)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__UNIT_TEST_MODE")}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), SNDS_REGIONS_DIR=str(regions), **(extra_env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "snds_operators.localrun", "run", "--input", str(delivery), "--release", release,
-         "--region", region, *(["--engine", engine] if engine else [])],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )
+def ingest_steps():
+    from snds_operators.releases import STEPS
+
+    return STEPS
 
 
-@pytest.mark.parametrize("engine", ["duckdb", "spark"])
-def test_release_dag_end_to_end(engine, synth_delivery, synth_truth, tmp_path):
-    proc = _run_release(tmp_path, synth_delivery, engine, f"e2e-{engine}")
+@pytest.mark.parametrize("engine, region", [("duckdb", "local"), ("spark-local", "eu-frankfurt")])
+def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp_path):
+    """The default region on DuckDB; eu-frankfurt's local variant on spark-local (its own engine)."""
+    job_engine = "duckdb" if engine == "duckdb" else "spark"
+    proc = run_release_dag(tmp_path, synth_delivery, None, f"e2e-{engine}", region=region)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     lines = proc.stdout.strip().splitlines()
     summary_path = lines[-1]
@@ -44,17 +36,18 @@ def test_release_dag_end_to_end(engine, synth_delivery, synth_truth, tmp_path):
     assert "snds.clean: clean ER_PRS_F:" in out and "snds.model: model patients:" in out
 
     summary = json.loads(open(summary_path).read())
-    assert summary["status"] == "success" and summary["engine"] == engine and summary["region"] == "local"
+    assert summary["status"] == "success" and summary["engine"] == engine and summary["region"] == region
     assert summary["release"] == f"e2e-{engine}" and summary["code_version"]
     assert summary["truth_check"]["status"] == "match", summary["truth_check"]
     # ingest files, cleaning attrition per rule and table, and every event table's row count
     assert summary["truth_check"]["checked"] == ["ingest", "clean", "model"]
     for step in ("clean_dcir", "clean_pmsi", "merge", "model"):
-        assert summary["steps"][step]["status"] == "success" and summary["steps"][step]["engine"] == engine
+        assert summary["steps"][step]["status"] == "success" and summary["steps"][step]["engine"] == job_engine
     model_rows = {t: info["rows"] for t, info in summary["steps"]["model"]["tables"].items()}
     assert model_rows == {t: n for t, n in synth_truth["events"].items() if t != "costs_dcir"}
     ingest = summary["steps"]["ingest"]
-    assert ingest["status"] == "success" and ingest["engine"] == engine
+    assert ingest["status"] == "success" and ingest["engine"] == job_engine
+    assert summary["trigger"] == "manual" and summary["steps_selected"] == list(ingest_steps())
 
     csv_rows = sum(t["rows"] for t in synth_truth["files"].values())
     totals = ingest["totals"]
@@ -96,15 +89,44 @@ def test_release_dag_end_to_end(engine, synth_delivery, synth_truth, tmp_path):
         WHERE b.BEN_NIR_PSA IS NULL""").fetchone()
     assert unlinked == 0
 
-    if engine == "spark":
-        return  # the rerun below is engine-independent vault logic; it is paid once, on DuckDB
+    # OpenLineage: every step's run emitted events in the region's namespace, with its inputs and outputs.
+    events = [json.loads(line) for line in (tmp_path / "lineage" / "events.jsonl").read_text().splitlines()]
+    complete = {e["job"]["name"].split(".")[-1]: e for e in events if e["eventType"] == "COMPLETE"}
+    assert {"ingest", "clean_dcir", "clean_pmsi", "merge", "model"} <= set(complete), sorted(complete)
+    assert {e["job"]["namespace"] for e in events} == {f"snds-{region}" if region != "local" else "snds-local"}
+    lake = tmp_path / "lake"
+    assert [(d["namespace"], d["name"]) for d in complete["merge"]["inputs"]] == [
+        ("file", f"{lake}/clean/release=e2e-{engine}")]
+    assert [(d["namespace"], d["name"]) for d in complete["ingest"]["outputs"]] == [
+        ("file", f"{lake}/ingest/release=e2e-{engine}"), ("file", f"{lake}/quarantine/release=e2e-{engine}")]
+
+    if engine != "duckdb":
+        return  # the reruns below are engine-independent orchestration; they are paid once, on DuckDB
     # A second run of the same release hashes nothing: every identifier is in the vault now.
-    proc = _run_release(tmp_path, synth_delivery, engine, f"e2e-{engine}")
+    proc = run_release_dag(tmp_path, synth_delivery, engine, f"e2e-{engine}")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     again = json.loads(open(proc.stdout.strip().splitlines()[-1]).read())
     ps2 = again["steps"]["ingest"]["pseudonymisation"]
     assert (ps2["hashed"], ps2["known"], ps2["hash_calls"], ps2["vault_version"]) == (0, ps["identifiers"], 0, "v000001")
     assert again["encryption"]["update_vault"]["merged_deltas"] == 0
+
+    # Only some steps: the others are skipped and their zones reused; the summary covers the selected ones.
+    before = tree_bytes(lake / "ingest")
+    proc = run_release_dag(tmp_path, synth_delivery, None, f"e2e-{engine}", args=["--steps", "merge,model"])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "■ ingest: skipped" in proc.stdout and "■ clean_dcir: skipped" in proc.stdout
+    assert "■ merge: success" in proc.stdout and "■ model: success" in proc.stdout
+    partial = json.loads(open(proc.stdout.strip().splitlines()[-1]).read())
+    assert partial["status"] == "success" and sorted(partial["steps"]) == ["merge", "model"]
+    assert partial["steps_selected"] == ["merge", "model"]
+    assert tree_bytes(lake / "ingest") == before
+
+    # A dry run checks the parameters, connections and the delivery, and runs no step.
+    proc = run_release_dag(tmp_path, synth_delivery, None, "dry", args=["--dry-run"])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "■ preflight: success" in proc.stdout and "■ ingest: skipped" in proc.stdout
+    dry = json.loads(open(proc.stdout.strip().splitlines()[-1]).read())
+    assert dry["status"] == "dry_run" and dry["steps"] == {} and not (lake / "ingest" / "release=dry").exists()
 
 
 def scan_text(text: str, ids: set[str]) -> list[str]:
@@ -117,7 +139,7 @@ def test_release_dag_reports_a_bad_delivery(tmp_path):
     bad = tmp_path / "delivery"
     bad.mkdir()
     (bad / "ER_PRS_F.csv").write_text("BEN_NIR_PSA;NOT_A_COLUMN\nA;1\n")
-    proc = _run_release(tmp_path, bad, "duckdb", "bad")
+    proc = run_release_dag(tmp_path, bad, "duckdb", "bad")
     assert proc.returncode != 0
     assert "release run failed" in proc.stderr
     assert "NOT_A_COLUMN" in proc.stderr  # the reason is shown, not only "see the log"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import zipfile
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from sparkcluster import spark_standalone  # noqa: F401  (also fine once conftest imports it)
 
 pytestmark = pytest.mark.spark
 
@@ -211,3 +209,52 @@ def test_job_runs_on_both_workers_with_zip_udf(spark_standalone, tmp_path):
     for i in range(2):
         finished = cluster.worker_status(i)["finishedexecutors"]
         assert [e["appid"] for e in finished if e["appid"] == app_id] == [app_id], finished
+
+
+def test_release_dag_on_the_standalone_cluster(spark_standalone, synth_delivery, synth_truth, tmp_path):
+    """us-east's local variant (engine spark-standalone) against the real cluster: the release DAG packages
+    the code bundle, every step is spark-submitted to the master with the zip as --py-files (the driver
+    reads its SQL from the zip, argon2 runs in the executors' Python workers), and the lake equals what
+    DuckDB computes from the same delivery with the same key."""
+    from helpers import ingest_delivery, region_key_file, run_release_dag, run_steps_after_ingest, table_rows
+    from helpers import write_test_region
+
+    cluster = spark_standalone
+    region_key_file(tmp_path / "secure" / "keys")  # the tests' pepper: the reference below gets the same pseudonyms
+    conf = {**cluster.submit_conf(), "spark.sql.shuffle.partitions": "4"}
+    regions = write_test_region(tmp_path, name="us-east", roots=(synth_delivery.parent,),
+                                overrides={"spark": {"master": cluster.master_url, "conf": conf}})
+    before = {a["id"] for a in cluster.status().get("completedapps", [])}
+    proc = run_release_dag(tmp_path, synth_delivery, None, "standalone", region="us-east", regions=regions)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
+    assert "■ package_code: success" in proc.stdout
+    summary = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    assert summary["status"] == "success" and summary["engine"] == "spark-standalone"
+    assert summary["truth_check"]["status"] == "match", summary["truth_check"]
+    bundles = list((tmp_path / "code").glob("*/snds_jobs.zip"))
+    assert len(bundles) == 1
+    for step in ("ingest", "clean_dcir", "clean_pmsi", "merge", "model"):
+        report = summary["steps"][step]
+        assert report["engine"] == "spark" and report["code"] == str(bundles[0]), (step, report.get("code"))
+    ps = summary["steps"]["ingest"]["pseudonymisation"]
+    assert ps["hashed"] == ps["identifiers"] > 0
+
+    # Each step was an application of the cluster, with both single-core executors.
+    apps = [a for a in cluster.status().get("completedapps", []) if a["id"] not in before]
+    assert len(apps) == 5 and all(a["name"].startswith("snds-standalone-") for a in apps), apps  # snds-<release>-<run>
+    assert all(a["cores"] == 2 for a in apps), [(a["name"], a["cores"]) for a in apps]
+
+    # The same lake as DuckDB computes (same delivery, same pepper and argon2 parameters).
+    ref = tmp_path / "reference"
+    ingest_delivery("duckdb", synth_delivery, ref, vault_dir=ref / "vault")
+    run_steps_after_ingest("duckdb", ref / "ingest", ref)
+    lake = tmp_path / "lake"
+    compared = 0
+    for zone, ref_zone in (("ingest", ref / "ingest"), ("clean", ref / "clean"), ("model", ref / "model")):
+        ours = lake / zone / "release=standalone"
+        tables = sorted(p.parent.relative_to(ref_zone) for p in ref_zone.rglob("*.parquet"))
+        for table in sorted(set(tables)):
+            assert table_rows(ours / table) == table_rows(ref_zone / table), (zone, table)
+            compared += 1
+    assert compared > 30
+

@@ -35,8 +35,10 @@ DOC = """\
 Turns one SNDS delivery (a directory of CSV files as CNAM delivers them) into the lake of region
 `{region}` (`{lake}`, cloud region `{cloud}`), on the `{engine}` engine.
 
-**Starts:** monthly (`{cron}`: the run of month M processes release `YYYY-MM` = M from
-`{landing}/YYYY-MM/`; `airflow backfill create` replays past months), when the landing watch
+**Starts:** monthly (`{cron}`): each run covers a one-month data interval and starts at its end; the
+interval's first month M is the release `YYYY-MM` it processes, from `{landing}/YYYY-MM/` (waiting for
+the delivery to be complete), e.g. the run starting on 5 February processes `2026-01`.
+`airflow backfill create` replays past months the same way. Also when the landing watch
 announces a complete delivery (Asset `snds_delivery__{region}`), or by hand with the trigger form:
 `release` (e.g. `2024-06`), `input` (a delivery directory inside the region's storage; empty: the
 landing zone), `steps` (a subset re-runs only those steps on the release's existing zones) and
@@ -213,7 +215,8 @@ def build_release_dag(region: Region) -> DAG:
                 s3_client=_s3_client(region))
             if check.status != "complete":
                 print(f"delivery {paths['input']} not complete yet: {'; '.join(check.problems)}")
-            return PokeReturnValue(is_done=check.status == "complete", xcom_value=check.to_dict())
+            # A dry run reports the delivery's state once instead of waiting for it.
+            return PokeReturnValue(is_done=check.status == "complete" or paths["dry_run"], xcom_value=check.to_dict())
 
         common = ["--release", _xcom("release"), "--run-id", _xcom("run_id"), "--config", region.ingest_config]
         steps = {}

@@ -1,10 +1,13 @@
 """Run the release DAG on this machine: what `make demo`, `make run` and `make airflow` call.
 
     python -m snds_operators.localrun run --input DIR --release R [--region local] [--engine duckdb|spark]
+                                          [--steps merge,model] [--dry-run]
+    python -m snds_operators.localrun run --region fr-paris --logical-date 2026-02-05T06:00:00+00:00
+                                          # the scheduled run of that date: release 2026-01 from the landing zone
     python -m snds_operators.localrun airflow      # airflow standalone with the project's DAGs
 
 Airflow's metadata database is SQLite under var/airflow (project-local AIRFLOW_HOME). The release DAG
-runs with `airflow dags test`; its full log goes to var/logs/, and the terminal shows progress:
+runs with `airflow dags test`; its full log goes to var/airflow/run-logs/, and the terminal shows progress:
 task starts and ends, and the step's own lines (files, row counts, timings). The last line printed
 is the path of the run's summary.json.
 """
@@ -112,12 +115,11 @@ def _follow(proc: subprocess.Popen, log_file: Path) -> None:
                 print(f"    {m.group(1).strip()}", flush=True)
 
 
-def _last_run_id(log_file: Path) -> str | None:
-    found = re.findall(r"run_id='?([^',\s]+)", log_file.read_text())
-    return found[-1] if found else None
-
-
-def run_release(*, region_name: str | None, release: str, input_dir: str, engine: str | None) -> Path:
+def run_release(*, region_name: str | None, release: str | None, input_dir: str | None, engine: str | None,
+                steps: list[str] | None = None, dry_run: bool = False, logical_date: str | None = None) -> Path:
+    """Run a region's release DAG with `airflow dags test`: for `release` and the delivery `input_dir`
+    (the landing zone's `<release>/` when not given), or, with `logical_date`, as the scheduled run of
+    that date would (the release is the month of its data interval)."""
     env = local_env(engine)
     os.environ.update({k: env[k] for k in ("SNDS_ENGINE",) if k in env})
     regions = load_regions()
@@ -125,39 +127,41 @@ def run_release(*, region_name: str | None, release: str, input_dir: str, engine
         raise SystemExit(f"unknown region {region_name!r}; known: {', '.join(regions)}")
     region = regions[region_name] if region_name else default_region(regions)
     env["SNDS_REGIONS"] = region.name  # parse only this region's DAGs
-    input_path = Path(input_dir).resolve()
-    if not input_path.is_dir():
+    input_path = Path(input_dir).resolve() if input_dir else None
+    if input_path and not input_path.is_dir():
         raise SystemExit(f"delivery directory {input_dir!r} not found")
     ensure_airflow_db(env)
     env.update(lineage_env(region))
     dag_id = f"snds_release__{region.name}"
     logs = Path(env["AIRFLOW_HOME"]) / "run-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_file = logs / f"{dag_id}-{release}-{time.strftime('%Y%m%dT%H%M%S')}.log"
-    conf = json.dumps({"release": release, "input": str(input_path)})
-    print(f"Running {dag_id} on {region.engine if not engine else engine}: release {release}, delivery {input_path}")
+    log_file = logs / f"{dag_id}-{release or logical_date}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    conf = {"release": release or "", "input": str(input_path or ""), "dry_run": dry_run}
+    if steps:
+        conf["steps"] = steps
+    print(f"Running {dag_id} on {region.engine if not engine else engine}: "
+          + (f"release {release}, delivery {input_path or 'from the landing zone'}" if release
+             else f"the scheduled run of {logical_date}") + (" (dry run)" if dry_run else ""))
     print(f"(full Airflow log: {log_file})", flush=True)
     t0 = time.monotonic()
     with subprocess.Popen(
-        ["airflow", "dags", "test", dag_id, "-c", conf],
+        ["airflow", "dags", "test", dag_id, *([logical_date] if logical_date else []), "-c", json.dumps(conf)],
         env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
     ) as proc:
         _follow(proc, log_file)
         code = proc.wait()
-    latest = Path(region.lake_root) / "runs" / f"release={release}" / "latest.json"
-    summary_path = Path(json.loads(latest.read_text())["summary"]) if latest.exists() else None
+    # The summarize task prints the summary's path; a run that died before it has none.
+    printed = re.findall(r"summary: (\S+summary\.json)", log_file.read_text())
+    summary_path = Path(printed[-1]) if printed else None
     if summary_path and summary_path.exists():
         from spark_jobs.report import human_summary
 
         summary = json.loads(summary_path.read_text())
-        if summary["run_id"] != _last_run_id(log_file):
-            summary_path = None  # latest.json is from an earlier run: this one died before summarize
-    if summary_path:
         print()
         print(human_summary(summary))
         print(f"Done in {time.monotonic() - t0:.0f} s.")
     summary = json.loads(summary_path.read_text()) if summary_path and summary_path.exists() else None
-    if code != 0 or summary is None or summary["status"] != "success":
+    if code != 0 or summary is None or summary["status"] not in ("success", "dry_run"):
         # The failing step's own error first; otherwise the last error lines of the Airflow log.
         errors = [f"{name}: {step['error']}" for name, step in (summary or {}).get("steps", {}).items()
                   if step.get("status") != "success" and step.get("error")]
@@ -202,8 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="snds_operators.localrun", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the release DAG of a region on a delivery directory")
-    r.add_argument("--input", required=True)
-    r.add_argument("--release", required=True)
+    r.add_argument("--input", default=None, help="delivery directory (default: <landing_root>/<release>/)")
+    r.add_argument("--release", default=None)
+    r.add_argument("--logical-date", default=None,
+                   help="run as the scheduled run of this date would (release: the month of its data interval)")
+    r.add_argument("--steps", default=None, help="comma-separated steps to run (default: all)")
+    r.add_argument("--dry-run", action="store_true", help="check parameters, connections and delivery only")
     r.add_argument("--region", default=None, help="region name (default: the default region)")
     r.add_argument("--engine", default=None, choices=["duckdb", "spark", "spark-local", "spark-standalone"],
                    help="override the region's engine (spark = spark-local)")
@@ -213,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--region", default=None, help="region name (default: the default region)")
     args = p.parse_args(argv)
     if args.cmd == "run":
-        run_release(region_name=args.region, release=args.release, input_dir=args.input, engine=args.engine)
+        if not args.release and not args.logical_date:
+            p.error("run needs --release (and usually --input) or --logical-date")
+        run_release(region_name=args.region, release=args.release, input_dir=args.input, engine=args.engine,
+                    steps=args.steps.split(",") if args.steps else None, dry_run=args.dry_run,
+                    logical_date=args.logical_date)
     elif args.cmd == "keys":
         return region_keys(args.action, args.region)
     else:
