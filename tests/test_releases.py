@@ -72,21 +72,23 @@ def test_missing_explicit_delivery_is_refused(region, tmp_path):
 
 
 def test_one_active_run_per_region_and_release(region):
+    from snds_operators.factory import region_store
     from snds_operators.releases import ReleaseRunError, claim_release, release_claim
 
+    store = region_store(region, region.lake_root)
     states = {"run_a": "running"}
     state = lambda dag_id, run_id: states.get(run_id)  # noqa: E731
-    claim_release(region, "2024-06", "run_a", "snds_release__fr-paris", state)
-    claim_release(region, "2024-06", "run_a", "snds_release__fr-paris", state)  # the same run again: fine
+    claim_release(region, "2024-06", "run_a", "snds_release__fr-paris", state, store)
+    claim_release(region, "2024-06", "run_a", "snds_release__fr-paris", state, store)  # the same run again: fine
     with pytest.raises(ReleaseRunError, match="already being processed by run run_a \\(running\\)"):
-        claim_release(region, "2024-06", "run_b", "snds_release__fr-paris", state)
-    claim_release(region, "2024-07", "run_b", "snds_release__fr-paris", state)  # another release: fine
+        claim_release(region, "2024-06", "run_b", "snds_release__fr-paris", state, store)
+    claim_release(region, "2024-07", "run_b", "snds_release__fr-paris", state, store)  # another release: fine
     # The holder finished without releasing (killed): its claim is stale and taken over.
     states["run_a"] = "failed"
-    assert claim_release(region, "2024-06", "run_c", "snds_release__fr-paris", state)["run_id"] == "run_c"
-    assert release_claim(region, "2024-06", "run_a") is False  # not its claim any more
-    assert release_claim(region, "2024-06", "run_c") is True
-    claim_release(region, "2024-06", "run_d", "snds_release__fr-paris", state)
+    assert claim_release(region, "2024-06", "run_c", "snds_release__fr-paris", state, store)["run_id"] == "run_c"
+    assert release_claim("2024-06", "run_a", store) is False  # not its claim any more
+    assert release_claim("2024-06", "run_c", store) is True
+    claim_release(region, "2024-06", "run_d", "snds_release__fr-paris", state, store)
 
 
 def test_claim_on_s3_is_a_conditional_create(region, tmp_path):
@@ -97,6 +99,7 @@ def test_claim_on_s3_is_a_conditional_create(region, tmp_path):
     from moto.server import ThreadedMotoServer
 
     from snds_operators.releases import ReleaseRunError, claim_release, release_claim
+    from spark_jobs.objectstore import open_store
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
@@ -106,14 +109,15 @@ def test_claim_on_s3_is_a_conditional_create(region, tmp_path):
                           aws_access_key_id="test", aws_secret_access_key="test")
         s3.create_bucket(Bucket="snds-fr-paris-lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
         on_s3 = dataclasses.replace(region, lake_root="s3://snds-fr-paris-lake/lake")
+        store = open_store(on_s3.lake_root, s3_client=s3)
         state = lambda dag_id, run_id: "running"  # noqa: E731
-        claim_release(on_s3, "2024-06", "run_a", "d", state, s3_client=s3)
+        claim_release(on_s3, "2024-06", "run_a", "d", state, store)
         body = s3.get_object(Bucket="snds-fr-paris-lake", Key="lake/runs/release=2024-06/ACTIVE_RUN.json")["Body"]
         assert json.loads(body.read())["run_id"] == "run_a"
         with pytest.raises(ReleaseRunError, match="already being processed"):
-            claim_release(on_s3, "2024-06", "run_b", "d", state, s3_client=s3)
-        assert release_claim(on_s3, "2024-06", "run_a", s3_client=s3)
-        claim_release(on_s3, "2024-06", "run_b", "d", state, s3_client=s3)
+            claim_release(on_s3, "2024-06", "run_b", "d", state, store)
+        assert release_claim("2024-06", "run_a", store)
+        claim_release(on_s3, "2024-06", "run_b", "d", state, store)
     finally:
         server.stop()
 

@@ -133,11 +133,21 @@ def _connection(conn_id: str):
 
 
 def _s3_client(region: Region):
-    if not is_s3(region.lake_root) and not is_s3(region.landing_root):
+    """The region's S3 client (its AWS connection), or None when it stores nothing on S3."""
+    if not any(is_s3(u) for u in (region.lake_root, region.landing_root, region.code_root)):
         return None
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from spark_jobs.objectstore import s3_client
 
-    return S3Hook(aws_conn_id=region.aws_conn_id, region_name=region.cloud_region).get_conn()
+    return s3_client(region.cloud_region, region.aws_conn_id)
+
+
+def region_store(region: Region, root: str):
+    """A store (spark_jobs.objectstore) under one of the region's roots; on S3, objects are written
+    with SSE-KMS under the region's key."""
+    from spark_jobs.objectstore import open_store
+
+    kms = region.key_provider["key_arn"] if region.key_provider["type"] == "aws_kms" else None
+    return open_store(root, s3_client=_s3_client(region) if is_s3(root) else None, sse_kms_key_id=kms)
 
 
 def build_release_dag(region: Region) -> DAG:
@@ -176,7 +186,7 @@ def build_release_dag(region: Region) -> DAG:
                 run = resolve_release(region, params, asset_events=events, data_interval_start=data_interval_start)
                 if not run["dry_run"]:
                     claim_release(region, run["release"], run_id, dag.dag_id, RuntimeTaskInstance.get_dagrun_state,
-                                  s3_client=_s3_client(region))
+                                  region_store(region, region.lake_root))
             except ReleaseRunError as exc:
                 raise AirflowFailException(str(exc)) from None
             paths = run_paths(region.lake_root, run["release"], run_id)
@@ -271,7 +281,7 @@ def build_release_dag(region: Region) -> DAG:
                 )
             finally:
                 if not paths["dry_run"]:
-                    release_claim(region, paths["release"], paths["run_id"], s3_client=_s3_client(region))
+                    release_claim(paths["release"], paths["run_id"], region_store(region, region.lake_root))
             with open(path, encoding="utf-8") as fh:
                 summary = json.load(fh)
             for line in human_summary(summary).splitlines():
@@ -325,33 +335,15 @@ def package_code_task(region: Region):
 
 def upload_bundle(region: Region, built: dict) -> dict:
     """Copy a built bundle (spark_jobs.bundle.build) to `<code_root>/<version>/`; returns its URIs:
-    uri, zip, steps/<step>.py. Objects already there with the same content are left alone."""
-    import shutil
-
+    uri, zip, steps/<step>.py. The version is the content's hash: files already there are left alone."""
     from spark_jobs.bundle import ZIP_NAME
 
-    target = join(region.code_root, built["version"])
-    uris = {"uri": target, "version": built["version"]}
+    store = region_store(region, join(region.code_root, built["version"]))
+    uris = {"uri": store.uri(), "version": built["version"]}
     for name, local in sorted(built["files"].items()):
-        dest = join(target, name)
-        uris["zip" if name == ZIP_NAME else name] = dest
-        if is_s3(dest):
-            from spark_jobs.uris import split_s3
-
-            bucket, key = split_s3(dest)
-            extra = {"ServerSideEncryption": "aws:kms"}
-            if region.key_provider["type"] == "aws_kms":
-                extra["SSEKMSKeyId"] = region.key_provider["key_arn"]
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-            hook = S3Hook(aws_conn_id=region.aws_conn_id, region_name=region.cloud_region, extra_args=extra)
-            if not hook.check_for_key(key, bucket_name=bucket):  # the version is the content's hash
-                hook.load_file(local, key=key, bucket_name=bucket, replace=True)
-        else:
-            Path(dest).parent.mkdir(parents=True, exist_ok=True)
-            if not Path(dest).exists() or Path(dest).read_bytes() != Path(local).read_bytes():
-                shutil.copyfile(local, dest + ".tmp")
-                Path(dest + ".tmp").replace(dest)
+        uris["zip" if name == ZIP_NAME else name] = store.uri(name)
+        if not store.exists(name):
+            store.write_bytes(name, Path(local).read_bytes())
     return uris
 
 
@@ -393,16 +385,8 @@ def build_landing_watch_dag(region: Region) -> DAG:
 
         @task(task_id="announce_delivery", outlets=[delivery_asset(region)])
         def announce_delivery(delivery: dict, outlet_events=None) -> str:
-            from spark_jobs.report import write_json_atomic
-
-            marker = join(region.lake_root, "runs", f"release={delivery['release']}", "delivery.json")
-            if not is_s3(marker):
-                write_json_atomic(Path(marker), delivery)
-            else:
-                from spark_jobs.uris import split_s3
-
-                bucket, key = split_s3(marker)
-                _s3_client(region).put_object(Bucket=bucket, Key=key, Body=json.dumps(delivery, sort_keys=True).encode())
+            region_store(region, region.lake_root).write_bytes(
+                _delivery_marker(delivery["release"]), json.dumps(delivery, sort_keys=True, indent=2).encode())
             outlet_events[delivery_asset(region)].extra = {
                 "release": delivery["release"], "input": delivery["location"],
                 "manifest_sha256": delivery["manifest_sha256"]}
@@ -412,20 +396,18 @@ def build_landing_watch_dag(region: Region) -> DAG:
     return dag
 
 
+def _delivery_marker(release: str) -> str:
+    """The record of a delivery's announcement, relative to the lake root."""
+    return f"runs/release={release}/delivery.json"
+
+
 def _announced(region: Region, release: str) -> str | None:
     """The manifest checksum of the last announcement of `release`, if any."""
-    marker = join(region.lake_root, "runs", f"release={release}", "delivery.json")
-    if is_s3(marker):
-        from spark_jobs.uris import split_s3
-
-        bucket, key = split_s3(marker)
-        client = _s3_client(region)
-        try:
-            return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read()).get("manifest_sha256")
-        except client.exceptions.NoSuchKey:
-            return None
-    path = Path(marker)
-    return json.loads(path.read_text()).get("manifest_sha256") if path.exists() else None
+    try:
+        data = region_store(region, region.lake_root).read_bytes(_delivery_marker(release))
+    except FileNotFoundError:
+        return None
+    return json.loads(data).get("manifest_sha256")
 
 
 def build_key_rotation_dag(region: Region) -> DAG:

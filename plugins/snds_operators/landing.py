@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from spark_jobs.delivery import MANIFEST  # noqa: E402  (the ingest skips it)
+from spark_jobs.uris import is_s3, normalize, split_s3  # noqa: E402
 
 #: A release id (also the name of its delivery directory).
 DEFAULT_RELEASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -129,30 +130,10 @@ def parse_manifest(text: str) -> tuple[dict[str, str], list[str]]:
 
 
 # --------------------------------------------------------------------------------------------- locations
-def _split_s3(uri: str) -> tuple[str, str]:
-    """s3://bucket/a/b -> ("bucket", "a/b/"); s3://bucket -> ("bucket", "")."""
-    rest = uri[len("s3://"):]
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"{uri}: no bucket")
-    prefix = prefix.strip("/")
+def _s3_location(uri: str) -> tuple[str, str]:
+    """s3://bucket/a/b -> ("bucket", "a/b/"): the prefix of the objects under it."""
+    bucket, prefix = split_s3(uri)
     return bucket, (prefix + "/" if prefix else "")
-
-
-def _local_path(location: str) -> Path:
-    if location.startswith("file:"):
-        from urllib.parse import unquote, urlparse
-        from urllib.request import url2pathname
-
-        u = urlparse(location)
-        if u.netloc not in ("", "localhost"):
-            raise ValueError(f"{location}: a file:// URI must be on this machine")
-        return Path(url2pathname(unquote(u.path)))
-    return Path(location)
-
-
-def _is_s3(location: str) -> bool:
-    return location.startswith("s3://")
 
 
 @dataclass
@@ -236,12 +217,12 @@ def _s3_pages(client, bucket: str, prefix: str):
         Bucket=bucket, Prefix=prefix, Delimiter="/", PaginationConfig={"PageSize": S3_PAGE_SIZE})
 
 
-def _s3_client(s3_client):
-    if s3_client is not None:
-        return s3_client
-    import boto3  # lazily: only the S3 case needs it
+def _s3_client(client):
+    if client is not None:
+        return client
+    from spark_jobs.objectstore import s3_client  # lazily: only the S3 case needs boto3
 
-    return boto3.client("s3")
+    return s3_client(None)
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -376,14 +357,14 @@ def check_delivery(location: str, *, required_tables: list[str], quiet_seconds: 
     now = time.time() if now is None else float(now)
     cfg = _ingest_config(ingest_config)
     required = _validate_required(required_tables, cfg)
-    if _is_s3(location):
-        bucket, prefix = _split_s3(location)
+    if is_s3(location):
+        bucket, prefix = _s3_location(location)
         if not prefix:
             raise ValueError(f"{location}: a delivery is a prefix inside the bucket, not the bucket itself")
         store = _S3(_s3_client(s3_client), bucket, prefix)
         release = prefix.rstrip("/").rsplit("/", 1)[-1]
     else:
-        path = _local_path(location)
+        path = Path(normalize(location))
         store = _Local(path)
         release = Path(os.path.abspath(path)).name
     return _check(store, release, required, quiet_seconds, now, cfg)
@@ -400,16 +381,16 @@ def scan_landing(landing_root: str, *, required_tables: list[str], quiet_seconds
     cfg = _ingest_config(ingest_config)
     required = _validate_required(required_tables, cfg)
     stores = []
-    if _is_s3(landing_root):
+    if is_s3(landing_root):
         client = _s3_client(s3_client)
-        bucket, prefix = _split_s3(landing_root)
+        bucket, prefix = _s3_location(landing_root)
         for page in _s3_pages(client, bucket, prefix):
             for cp in page.get("CommonPrefixes", []):
                 release = cp["Prefix"][len(prefix):].rstrip("/")
                 if pattern.match(release):
                     stores.append((release, _S3(client, bucket, cp["Prefix"])))
     else:
-        root = _local_path(landing_root)
+        root = Path(normalize(landing_root))
         if not root.is_dir():
             raise FileNotFoundError(f"{landing_root}: landing zone not found")
         for e in os.scandir(root):

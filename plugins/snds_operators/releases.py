@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 from pathlib import Path
 from typing import Callable, Iterable
 
 from snds_operators.regions import Region
-from spark_jobs.uris import SovereigntyError, is_s3, is_within, join, split_s3
+from spark_jobs.uris import SovereigntyError, is_s3, is_within, join
 
 from snds_operators.landing import DEFAULT_RELEASE_PATTERN as RELEASE_PATTERN  # noqa: E402
 
@@ -85,23 +84,29 @@ def resolve_release(region: Region, params: dict, *, data_interval_start: dt.dat
 
 
 # --- one active run per region and release --------------------------------------------------------------
-def _claim_uri(lake_root: str, release: str) -> str:
-    return join(lake_root, "runs", f"release={release}", "ACTIVE_RUN.json")
+def _claim(release: str) -> str:
+    """The claim object, relative to the lake root."""
+    return f"runs/release={release}/ACTIVE_RUN.json"
 
 
 def claim_release(region: Region, release: str, run_id: str, dag_id: str,
-                  run_state: Callable[[str, str], str | None], s3_client=None) -> dict:
-    """Record `run_id` as the one active run of `release`. Refused (ReleaseRunError) while another run
-    holds the claim and is still queued or running (`run_state(dag_id, run_id)`); a claim left by a
-    finished or vanished run is taken over."""
-    uri = _claim_uri(region.lake_root, release)
+                  run_state: Callable[[str, str], str | None], store) -> dict:
+    """Record `run_id` as the one active run of `release` in the region's lake `store`
+    (spark_jobs.objectstore: an exclusive create, O_EXCL locally, a conditional PUT on S3). Refused
+    (ReleaseRunError) while another run holds the claim and is still queued or running
+    (`run_state(dag_id, run_id)`); a claim left by a finished or vanished run is taken over."""
     claim = {"run_id": run_id, "dag_id": dag_id,
              "claimed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    body = json.dumps(claim, sort_keys=True).encode()
     for _ in range(3):
-        if _create(uri, body, s3_client):
+        try:
+            store.write_bytes(_claim(release), json.dumps(claim, sort_keys=True).encode(), exclusive=True)
             return claim
-        holder = json.loads(_read(uri, s3_client) or b"{}")
+        except FileExistsError:
+            pass
+        try:
+            holder = json.loads(store.read_bytes(_claim(release)))
+        except FileNotFoundError:  # released meanwhile
+            continue
         if holder.get("run_id") == run_id:
             return claim
         try:
@@ -113,60 +118,20 @@ def claim_release(region: Region, release: str, run_id: str, dag_id: str,
                 f"release {release} of region {region.name} is already being processed by run "
                 f"{holder['run_id']} ({state}); this run is refused. Wait for it to finish, or mark it "
                 "failed, then trigger again.")
-        _delete(uri, s3_client)  # stale: its run has finished without releasing it
-    raise ReleaseRunError(f"could not claim release {release}: {uri} keeps changing")
+        store.delete(_claim(release))  # stale: its run has finished without releasing it
+    raise ReleaseRunError(f"could not claim release {release}: {store.uri(_claim(release))} keeps changing")
 
 
-def release_claim(region: Region, release: str, run_id: str, s3_client=None) -> bool:
+def release_claim(release: str, run_id: str, store) -> bool:
     """Drop the claim if this run holds it."""
-    uri = _claim_uri(region.lake_root, release)
-    data = _read(uri, s3_client)
-    if data and json.loads(data).get("run_id") == run_id:
-        _delete(uri, s3_client)
-        return True
-    return False
-
-
-def _create(uri: str, body: bytes, s3_client) -> bool:
-    """Create `uri` only if it does not exist (atomic on both stores)."""
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-        try:
-            s3_client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-            return True
-        except s3_client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise
-    Path(uri).parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(uri, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(body)
-    return True
-
-
-def _read(uri: str, s3_client) -> bytes | None:
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-        try:
-            return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except s3_client.exceptions.NoSuchKey:
-            return None
-    try:
-        return Path(uri).read_bytes()
+        holder = json.loads(store.read_bytes(_claim(release)))
     except FileNotFoundError:
-        return None
-
-
-def _delete(uri: str, s3_client) -> None:
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-        s3_client.delete_object(Bucket=bucket, Key=key)
-    else:
-        Path(uri).unlink(missing_ok=True)
+        return False
+    if holder.get("run_id") != run_id:
+        return False
+    store.delete(_claim(release))
+    return True
 
 
 # --- preflight ---------------------------------------------------------------------------------------
