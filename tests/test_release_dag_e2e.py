@@ -143,3 +143,26 @@ def test_release_dag_reports_a_bad_delivery(tmp_path):
     assert proc.returncode != 0
     assert "release run failed" in proc.stderr
     assert "NOT_A_COLUMN" in proc.stderr  # the reason is shown, not only "see the log"
+
+
+def test_release_dag_refuses_a_cross_wired_run(tmp_path, synth_delivery):
+    """Run-time sovereignty, end to end: a delivery outside the region's storage fails prepare_run; a
+    Spark connection pointing at another master fails the preflight; no step runs, no zone is written."""
+    import json as _json
+
+    from helpers import write_test_region
+
+    regions = write_test_region(tmp_path, name="eu-frankfurt")  # the delivery's directory is not a root
+    proc = run_release_dag(tmp_path, synth_delivery, None, "foreign", region="eu-frankfurt", regions=regions)
+    assert proc.returncode != 0
+    assert "■ prepare_run: failed" in proc.stdout and "▶ preflight" not in proc.stdout
+    assert "is outside the region's allowed storage" in proc.stderr
+
+    regions = write_test_region(tmp_path, name="eu-frankfurt", roots=(synth_delivery.parent,))
+    proc = run_release_dag(tmp_path, synth_delivery, None, "rewired", region="eu-frankfurt", regions=regions,
+                           extra_env={"AIRFLOW_CONN_SPARK_EU_FRANKFURT_LOCAL": _json.dumps(
+                               {"conn_type": "spark", "host": "spark://10.0.0.1:7077"})})
+    assert proc.returncode != 0
+    assert "■ preflight: failed" in proc.stdout and "▶ ingest" not in proc.stdout
+    assert "points to Spark master 'spark://10.0.0.1:7077', not the region's 'local[*]'" in proc.stdout + proc.stderr
+    assert not (tmp_path / "lake" / "ingest").exists()
