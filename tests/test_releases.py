@@ -94,6 +94,7 @@ def test_one_active_run_per_region_and_release(region):
 def test_claim_on_s3_is_a_conditional_create(region, tmp_path):
     """The claim object is created with If-None-Match on S3 (local S3 server), like O_EXCL locally."""
     import dataclasses
+    import uuid
 
     import boto3
     from moto.server import ThreadedMotoServer
@@ -107,12 +108,14 @@ def test_claim_on_s3_is_a_conditional_create(region, tmp_path):
     try:
         s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="eu-west-3",
                           aws_access_key_id="test", aws_secret_access_key="test")
-        s3.create_bucket(Bucket="snds-fr-paris-lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-        on_s3 = dataclasses.replace(region, lake_root="s3://snds-fr-paris-lake/lake")
+        # moto's in-process servers share one state per test session: a bucket of this test's own.
+        bucket = f"claims-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        on_s3 = dataclasses.replace(region, lake_root=f"s3://{bucket}/lake")
         store = open_store(on_s3.lake_root, s3_client=s3)
         state = lambda dag_id, run_id: "running"  # noqa: E731
         claim_release(on_s3, "2024-06", "run_a", "d", state, store)
-        body = s3.get_object(Bucket="snds-fr-paris-lake", Key="lake/runs/release=2024-06/ACTIVE_RUN.json")["Body"]
+        body = s3.get_object(Bucket=bucket, Key="lake/runs/release=2024-06/ACTIVE_RUN.json")["Body"]
         assert json.loads(body.read())["run_id"] == "run_a"
         with pytest.raises(ReleaseRunError, match="already being processed"):
             claim_release(on_s3, "2024-06", "run_b", "d", state, store)
