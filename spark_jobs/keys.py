@@ -30,7 +30,7 @@ import os
 import stat
 from pathlib import Path
 
-from spark_jobs.objectstore import normalise_root, open_store, write_private_file  # noqa: F401 (re-exported)
+from spark_jobs.objectstore import normalise_root, open_store, write_private_file
 
 KEY_FILE_VERSION = 2
 WRAP_CONTEXT = {"purpose": "snds-vault-data-key"}

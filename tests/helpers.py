@@ -17,6 +17,20 @@ FAST_ARGON2 = Argon2Params(time_cost=1, memory_cost_kib=64, parallelism=1)
 FAST_ARGON2_ARGS = ["--argon2-time-cost", "1", "--argon2-memory-kib", "64", "--argon2-parallelism", "1"]
 
 
+def damage_sealed(blob: bytes, damage: str) -> bytes:
+    """A sealed vault file damaged one way: flip_payload, flip_header, truncate or garbage."""
+    blob = bytearray(blob)
+    if damage == "flip_payload":
+        blob[-5] ^= 1
+    elif damage == "flip_header":
+        blob[blob.index(b'"entries": 1') + 11] = ord("2")
+    elif damage == "truncate":
+        blob = blob[: len(blob) - 10]
+    else:
+        blob = bytearray(b"not a vault at all")
+    return bytes(blob)
+
+
 def region_key_file(directory: Path) -> LocalKeyFile:
     """A key file with the tests' pepper (its own master key), created if missing."""
     path = directory / "region.key"

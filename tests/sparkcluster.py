@@ -135,6 +135,16 @@ def _descendants(root_pids: set[int]) -> dict[int, int]:
     return found
 
 
+def _signal_strays(strays: dict[int, int], sig: int) -> None:
+    """Send `sig` to each stray (pid -> start time) that is still the same process."""
+    for pid, start in strays.items():
+        if _same_process_alive(pid, start):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
 def _same_process_alive(pid: int, start: int) -> bool:
     st = _proc_stat(pid)
     return st is not None and st[1] == start
@@ -258,21 +268,11 @@ class SparkCluster:
                 except subprocess.TimeoutExpired:
                     pass
         # Descendants that left the daemons' groups (or outlived them): by pid, if still the same process.
-        for pid, start in strays.items():
-            if _same_process_alive(pid, start):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+        _signal_strays(strays, signal.SIGTERM)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(_same_process_alive(p, s) for p, s in strays.items()):
             time.sleep(0.1)
-        for pid, start in strays.items():
-            if _same_process_alive(pid, start):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        _signal_strays(strays, signal.SIGKILL)
         _LIVE.discard(self)
         left = [d.name for d in daemons if d.proc.poll() is None]
         left += [f"pid {p}" for p, s in strays.items() if _same_process_alive(p, s)]

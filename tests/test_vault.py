@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import damage_sealed
 from spark_jobs.keys import KeyProviderError, LocalKeyFile
 from spark_jobs.vault import Argon2Params, Vault, VaultError, check_separate, is_pseudonymisable, pseudonym
 
@@ -63,16 +64,7 @@ def test_tampered_or_truncated_vault_is_refused(tmp_path, damage):
     vault = Vault(tmp_path / "vault", keys)
     vault.save({"A" * 17: "aa"}, FAST)
     path = tmp_path / "vault" / "versions" / "v000001.vault"
-    blob = bytearray(path.read_bytes())
-    if damage == "flip_payload":
-        blob[-5] ^= 1
-    elif damage == "flip_header":
-        blob[blob.index(b'"entries": 1') + 11] = ord("2")
-    elif damage == "truncate":
-        blob = blob[: len(blob) - 10]
-    else:
-        blob = bytearray(b"not a vault at all")
-    path.write_bytes(bytes(blob))
+    path.write_bytes(damage_sealed(path.read_bytes(), damage))
     with pytest.raises(VaultError, match=r"v000001.vault: "):
         vault.load()
 

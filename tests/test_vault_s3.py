@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import FAST_ARGON2
+from helpers import FAST_ARGON2, damage_sealed
 from spark_jobs.keys import KeyProviderError, KmsKeyProvider, LocalKeyFile, open_key_provider
 from spark_jobs.objectstore import normalise_root, open_store
 from spark_jobs.uris import is_s3, split_s3
@@ -180,16 +180,7 @@ def test_s3_crash_before_current_moves_keeps_previous_version(aws, root, monkeyp
 def test_s3_tampered_object_is_refused_naming_it(aws, root, damage):
     keys = _keys(aws, root)
     Vault(root, keys).save(_mapping(keys, RAW[:1]), FAST_ARGON2)
-    blob = bytearray(_get(aws, root, "versions/v000001.vault"))
-    if damage == "flip_payload":
-        blob[-5] ^= 1
-    elif damage == "flip_header":
-        blob[blob.index(b'"entries": 1') + 11] = ord("2")
-    elif damage == "truncate":
-        blob = blob[: len(blob) - 10]
-    else:
-        blob = bytearray(b"not a vault at all")
-    _put(aws, root, "versions/v000001.vault", bytes(blob))
+    _put(aws, root, "versions/v000001.vault", damage_sealed(_get(aws, root, "versions/v000001.vault"), damage))
     expected = ("not a vault file" if damage == "garbage"
                 else "the mapping fails authentication: the file is tampered or truncated")
     with pytest.raises(VaultError, match=rf"^vault {root}/versions/v000001.vault: {expected}"):

@@ -12,7 +12,6 @@ their KMS client from the amazon provider's hook, with the region's own AWS conn
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -27,9 +26,8 @@ except ImportError:  # pragma: no cover
 
 def region_key_settings(region: Region) -> dict:
     """The operator arguments describing a region's vault and keys (plain values: serialisable)."""
-    kp = {k: (str(v) if isinstance(v, Path) else v) for k, v in region.key_provider.items()}
-    return {"region_name": region.name, "vault_root": str(region.vault_root), "key_provider": kp,
-            "argon2": dict(region.argon2), "lake_root": str(region.lake_root)}
+    return {"region_name": region.name, "vault_root": region.vault_root, "key_provider": dict(region.key_provider),
+            "argon2": dict(region.argon2), "lake_root": region.lake_root}
 
 
 class _RegionKeysOperator(BaseOperator):

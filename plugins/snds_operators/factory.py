@@ -252,10 +252,6 @@ def build_release_dag(region: Region) -> DAG:
             step_args=["--input", _xcom("merge"), "--ingest", _xcom("ingest"), "--output", _xcom("model"),
                        "--report", _xcom("model_report"), *common],
         )
-        for first, last in steps.values():  # a skipped step's waiting sensor is skipped too
-            if last is not first:
-                last.pre_execute = first.pre_execute
-                last.trigger_rule = "none_failed"
         keys = region_key_settings(region)
         check_keys = KeyCheckOperator(task_id="check_keys", **keys)
         update_vault = VaultUpdateOperator(task_id="update_vault", **keys, pre_execute=_select_step("ingest"))

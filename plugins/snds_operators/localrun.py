@@ -61,8 +61,7 @@ def local_env(engine: str | None = None) -> dict[str, str]:
     env.setdefault("SNDS_DEPLOYMENT", "local")
     # Each local region's Spark connection, explicitly (a missing one would mean YARN), pointing to the
     # master its config names; a connection already in the environment wins.
-    os.environ.setdefault("SNDS_DEPLOYMENT", env["SNDS_DEPLOYMENT"])
-    for region in load_regions().values():
+    for region in load_regions(deployment_name=env["SNDS_DEPLOYMENT"]).values():
         if region.spark_conn_id and region.spark.get("master"):
             env.setdefault(f"AIRFLOW_CONN_{region.spark_conn_id.upper()}",
                            json.dumps({"conn_type": "spark", "host": region.spark["master"]}))

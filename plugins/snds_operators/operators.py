@@ -111,6 +111,12 @@ def code_xcom(key: str) -> str:
     return "{{ ti.xcom_pull(task_ids='package_code')['" + key + "'] }}"
 
 
+def _provider_class(dotted: str):
+    """The provider operator or sensor class named "module.Class", imported when a task runs."""
+    module, name = dotted.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
 class ProviderStep(BaseOperator):
     """A provider operator (`provider`: "module.Class") with `provider_kwargs`, built and run when the
     task executes. `provider_kwargs` are templated like the provider's own fields; `step_args` (the
@@ -126,9 +132,7 @@ class ProviderStep(BaseOperator):
         self.step_args = step_args
 
     def provider_operator(self) -> BaseOperator:
-        module, name = self.provider.rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
-        return cls(task_id=self.task_id, **self.provider_kwargs)
+        return _provider_class(self.provider)(task_id=self.task_id, **self.provider_kwargs)
 
     def execute(self, context: Any):
         return self.provider_operator().execute(context)
@@ -174,9 +178,7 @@ class ProviderSensor(BaseSensorOperator):
         self.provider_kwargs = provider_kwargs
 
     def poke(self, context: Any) -> bool:
-        module, name = self.provider.rsplit(".", 1)
-        sensor = getattr(importlib.import_module(module), name)(task_id=self.task_id, **self.provider_kwargs)
-        return sensor.poke(context)
+        return _provider_class(self.provider)(task_id=self.task_id, **self.provider_kwargs).poke(context)
 
 
 def step_tasks(*, task_id: str, step: str, region: Region, step_args: list[str],
@@ -275,6 +277,9 @@ def step_tasks(*, task_id: str, step: str, region: Region, step_args: list[str],
                                  step_id="{{ ti.xcom_pull(task_ids='" + task_id + "')[0] }}", **aws),
             mode="reschedule",
             poke_interval=60,
+            # Skipped with its step (the step's own pre_execute hook); runs whenever the step ran.
+            pre_execute=kwargs.get("pre_execute"),
+            trigger_rule="none_failed",
         )
         add >> wait
         return add, wait

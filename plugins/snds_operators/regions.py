@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from spark_jobs.uris import SovereigntyError, check_within, is_s3, normalize, split_s3
+from spark_jobs.uris import SovereigntyError, check_within, is_s3, is_within, normalize
 from spark_jobs.vault import paths_overlap
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -32,7 +32,6 @@ REGIONS_DIR = PROJECT_ROOT / "config" / "regions"
 SCHEMA_PATH = PROJECT_ROOT / "config" / "schemas" / "region.schema.json"
 #: Deployment engines. The job-level engine is duckdb for `duckdb`, spark for all the others.
 ENGINES = ("duckdb", "spark-local", "spark-standalone", "emr-serverless", "emr")
-SPARK_ENGINES = ("spark-local", "spark-standalone", "emr-serverless", "emr")
 #: Engines that run the job code from an uploaded bundle (zip + entry scripts), not from this checkout.
 BUNDLE_ENGINES = ("spark-standalone", "emr-serverless", "emr")
 ENGINE_ALIASES = {"spark": "spark-local"}
@@ -323,15 +322,9 @@ def check_cross_region(regions: dict[str, Region]) -> None:
         for what, uri in (("lake_root", region.lake_root), ("landing_root", region.landing_root),
                           ("code_root", region.code_root), ("vault_root", region.vault_root)):
             for other in regions.values():
-                if other.name != region.name and any(_within(uri, r) for r in other.allowed_roots):
+                if other.name != region.name and any(is_within(uri, r) for r in other.allowed_roots):
                     raise RegionConfigError(f"{region.source}: {what} {uri} is in the storage of region "
                                             f"{other.name}")
-
-
-def _within(uri: str, root: str) -> bool:
-    from spark_jobs.uris import is_within
-
-    return is_within(uri, root)
 
 
 def load_regions(directory: Path | None = None, deployment_name: str | None = None) -> dict[str, Region]:
@@ -369,7 +362,3 @@ def default_region(regions: dict[str, Region]) -> Region:
         if region.default:
             return region
     raise RegionConfigError("no region is marked `default: true`")
-
-
-def s3_bucket(uri: str) -> str:
-    return split_s3(uri)[0]

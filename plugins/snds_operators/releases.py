@@ -168,7 +168,7 @@ def task_locations(task) -> list[tuple[str, str]]:
 
 def preflight(region: Region, paths: dict, tasks: Iterable, get_connection: Callable) -> dict:
     """Run-time sovereignty check; ReleaseRunError listing every problem. Returns what was checked."""
-    from snds_operators.regions import PROJECT_ROOT
+    from snds_operators.regions import BUNDLE_ENGINES, PROJECT_ROOT
 
     problems, checked = [], {"connections": {}, "locations": 0, "task_arguments": 0}
     needed = []
@@ -207,8 +207,7 @@ def preflight(region: Region, paths: dict, tasks: Iterable, get_connection: Call
     for what, uri in {**own, **{k: v for k, v in paths.items() if isinstance(v, str) and _LOCATION.match(v)}}.items():
         check(uri, what)
         checked["locations"] += 1
-    code_roots = [region.code_root] + ([] if region.engine in ("spark-standalone", "emr-serverless", "emr")
-                                        else [str(PROJECT_ROOT)])
+    code_roots = [region.code_root] + ([] if region.engine in BUNDLE_ENGINES else [str(PROJECT_ROOT)])
     for task in tasks:
         for field, uri in task_locations(task):
             check(uri, f"task {task.task_id} {field}")
