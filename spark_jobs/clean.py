@@ -26,7 +26,8 @@ import yaml
 from spark_jobs import sqlrender
 from spark_jobs.bundle import resource
 from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
-from spark_jobs.engines import Engine, local_path
+from spark_jobs import lakefs
+from spark_jobs.engines import Engine
 from spark_jobs.stepargs import add_config_args, step_parser
 from spark_jobs.steprun import AccountingError, StagedOutputs, StepError, register_table, run_step, schema_columns
 
@@ -105,7 +106,7 @@ def _column_names(icfg: IngestConfig, table: str) -> list[str]:
     return [c for c, _ in schema_columns(icfg, table)]
 
 
-def clean_dcir(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestConfig, ccfg: dict) -> dict:
+def clean_dcir(engine: Engine, ingest, out: StagedOutputs, icfg: IngestConfig, ccfg: dict) -> dict:
     cfg = ccfg["dcir"]
     attrition = Attrition()
     rows_in = {t: register_table(engine, ingest, t, icfg) or 0 for t in ["ER_PRS_F", *cfg["detail_tables"]]}
@@ -158,7 +159,7 @@ def clean_dcir(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestCon
     return attrition.sections()
 
 
-def clean_pmsi(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestConfig, ccfg: dict) -> dict:
+def clean_pmsi(engine: Engine, ingest, out: StagedOutputs, icfg: IngestConfig, ccfg: dict) -> dict:
     cfg = ccfg["pmsi"]
     attrition = Attrition()
     stays: dict[str, dict[str, int]] = {}
@@ -199,9 +200,11 @@ def clean_pmsi(engine: Engine, ingest: Path, out: StagedOutputs, icfg: IngestCon
     return sections
 
 
-def run_clean(engine: Engine, source: str, ingest: Path, output: Path, icfg: IngestConfig, ccfg: dict,
+def run_clean(engine: Engine, source: str, ingest, output, icfg: IngestConfig, ccfg: dict,
               run_id: str) -> dict:
-    """Clean one source family from the ingest zone into `output`; returns the report sections."""
+    """Clean one source family from the ingest zone into `output` (local paths or s3:// URIs); returns
+    the report sections."""
+    ingest = lakefs.current(ingest)
     out = StagedOutputs(output, run_id)
     try:
         sections = (clean_dcir if source == "dcir" else clean_pmsi)(engine, ingest, out, icfg, ccfg)
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(args, engine: Engine) -> dict:
         icfg = IngestConfig.load(args.config)
         ccfg = load_clean_config(args.clean_config)
-        return run_clean(engine, args.source, local_path(args.input), local_path(args.output), icfg, ccfg,
+        return run_clean(engine, args.source, args.input, args.output, icfg, ccfg,
                          args.run_id)
 
     return run_step(f"clean_{p.parse_known_args(argv)[0].source}", p, body, argv,

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from spark_jobs import lakefs
 from spark_jobs.bundle import project_dir, resource
+from spark_jobs.lakefs import LakePath
 
 log = logging.getLogger("snds.delivery")
 
@@ -55,7 +57,7 @@ class Column:
 
 @dataclass(frozen=True)
 class DeliveredFile:
-    path: Path
+    path: LakePath  # local path or s3:// URI
     table: str
     year: int | None
     columns: tuple[Column, ...]  # in delivery order
@@ -186,7 +188,7 @@ class IngestConfig:
             patterns.append((re.compile(rf"^{body}\.csv$", re.IGNORECASE), table))
         return patterns
 
-    def identify(self, path: Path) -> tuple[str, int | None]:
+    def identify(self, path: LakePath) -> tuple[str, int | None]:
         for pattern, table in self._file_patterns():
             m = pattern.match(path.name)
             if m:
@@ -197,16 +199,16 @@ class IngestConfig:
             "(expected e.g. ER_PRS_F.csv, or T_MCO19B.csv for a yearly PMSI table)"
         )
 
-    def read_header(self, path: Path) -> list[str]:
-        with open(path, "rb") as fh:
-            first = fh.readline()
+    def read_header(self, path: LakePath) -> list[str]:
+        first = lakefs.read_first_line(path)
         if not first.strip():
             raise DeliveryError(f"{path}: empty file or empty header line")
         text = first.decode("latin-1" if self.encoding.lower() in ("latin-1", "latin1", "iso-8859-1") else "utf-8")
         return text.lstrip("\ufeff").rstrip("\r\n").split(self.separator)
 
-    def describe(self, path: Path) -> DeliveredFile:
+    def describe(self, path) -> DeliveredFile:
         """Identify the table of `path` and check its header against the table's schema."""
+        path = LakePath(path)
         table, year = self.identify(path)
         schema = self.schema(table)
         fields = {f["name"]: f for f in schema["fields"]}
@@ -259,21 +261,24 @@ class IngestConfig:
             patient_column=patient,
         )
 
-    def scan(self, directory: Path) -> list[DeliveredFile]:
-        """Every table file of a delivery directory, checked; sorted by table then year."""
-        if not directory.is_dir():
+    def scan(self, directory) -> list[DeliveredFile]:
+        """Every table file of a delivery directory (local path or s3:// prefix), checked; sorted by
+        table then year."""
+        directory = LakePath(directory)
+        entries = lakefs.list_entries(directory)
+        if not entries and (directory.is_s3 or not directory.local().is_dir()):
             raise DeliveryError(f"{directory}: delivery directory not found")
         files = []
-        for path in sorted(directory.iterdir()):
+        for path, is_dir in entries:
             # Hidden files, _-prefixed entries (e.g. the generator's _truth/) and the sender's
             # checksum manifest (checked by the landing watch) are not tables.
-            if path.name.startswith((".", "_")) or path.name == MANIFEST or path.is_dir():
+            if path.name.startswith((".", "_")) or path.name == MANIFEST or is_dir:
                 continue
             if path.suffix.lower() != ".csv":
                 log.warning("%s: not a CSV file, ignored", path)
                 continue
             files.append(self.describe(path))
-        seen: dict[tuple[str, int | None], Path] = {}
+        seen: dict[tuple[str, int | None], LakePath] = {}
         for f in files:
             key = (f.table, f.year)
             if key in seen:

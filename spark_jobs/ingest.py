@@ -25,11 +25,11 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from spark_jobs import sqlrender
 from spark_jobs.delivery import DeliveredFile, DeliveryError, IngestConfig
-from spark_jobs.engines import Engine, local_path
+from spark_jobs import lakefs
+from spark_jobs.engines import Engine
 from spark_jobs.keys import KeyProviderError
 from spark_jobs.stepargs import add_config_args, add_pseudonymisation_args, key_provider_from_args, step_parser
 from spark_jobs.steprun import AccountingError, StagedOutputs, parquet_rows, run_step, run_tag
@@ -140,7 +140,7 @@ def build_release_id_map(engine: Engine, files: list[DeliveredFile], cfg: Ingest
     return section, new
 
 
-def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir: Path, quarantine_dir: Path) -> dict:
+def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir, quarantine_dir) -> dict:
     """Parse one delivered file; write its valid rows and its quarantine. Returns its counts."""
     started = time.monotonic()
     with undecodable_is_delivery_error([f], cfg.encoding):
@@ -199,10 +199,11 @@ def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir: Pa
     }
 
 
-def run_ingest(engine: Engine, input_dir: Path, output: Path, quarantine: Path, cfg: IngestConfig,
+def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
                run_id: str, pseudo: Pseudonymisation) -> dict:
     """Ingest a whole delivery. Returns the step's `tables`, `quarantine`, `dropped_by_rule`,
     `pseudonymisation` and `totals` sections."""
+    output, quarantine = lakefs.LakePath(output), lakefs.LakePath(quarantine)
     for zone in (output, quarantine):
         check_separate(pseudo.vault.root, zone)
     files = cfg.scan(input_dir)
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         keys, vault_root, params = key_provider_from_args(args)
         workers = args.hash_workers or args.duckdb_threads or os.cpu_count() or 1
         pseudo = Pseudonymisation(Vault(vault_root, keys), params, workers)
-        result = run_ingest(engine, local_path(args.input), local_path(args.output), local_path(args.quarantine),
+        result = run_ingest(engine, args.input, args.output, args.quarantine,
                             cfg, args.run_id, pseudo)
         ps = result["pseudonymisation"]
         log.info("ingest: %d distinct identifiers, %d hashed", ps["identifiers"], ps["hashed"])

@@ -28,7 +28,8 @@ from spark_jobs import sqlrender
 from spark_jobs.bundle import resource
 from spark_jobs.clean import load_clean_config
 from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
-from spark_jobs.engines import Engine, local_path
+from spark_jobs import lakefs
+from spark_jobs.engines import Engine
 from spark_jobs.stepargs import add_config_args, step_parser
 from spark_jobs.steprun import AccountingError, StagedOutputs, StepError, register_table, run_step
 
@@ -55,14 +56,17 @@ def load_model_config(path: str | Path | None = None) -> dict:
     return cfg
 
 
-def run_merge(engine: Engine, clean: Path, output: Path, icfg: IngestConfig, mcfg: dict, run_id: str,
+def run_merge(engine: Engine, clean, output, icfg: IngestConfig, mcfg: dict, run_id: str,
               ccfg: dict | None = None) -> dict:
     ccfg = ccfg or load_clean_config()  # the DCIR join keys
     merge = mcfg["merge"]
+    # Each source family's clean zone is switched in on its own (its current version, on S3).
+    dcir_zone, pmsi_zone = (lakefs.current(lakefs.LakePath(clean) / source) for source in ("dcir", "pmsi"))
+    output = lakefs.LakePath(output)
     out = StagedOutputs(output, run_id)
     try:
         started = time.monotonic()
-        rows_in = {t: register_table(engine, clean / "dcir", t, icfg, retype=False) or 0
+        rows_in = {t: register_table(engine, dcir_zone, t, icfg, retype=False) or 0
                    for t in ["ER_PRS_F", *merge["dcir_items"]]}
         engine.create_view("dcir_items", sqlrender.render(
             "merge/dcir_items.sql", items=merge["dcir_items"], join_keys=ccfg["dcir"]["join_keys"]), materialize=True)
@@ -91,7 +95,7 @@ def run_merge(engine: Engine, clean: Path, output: Path, icfg: IngestConfig, mcf
             tables = {spec["chaining_table"], spec["stay_table"], *(d["table"] for d in spec["diagnoses"]),
                       *(p["table"] for p in spec["procedures"])}
             for t in sorted(tables):
-                pmsi_rows_in[t] = register_table(engine, clean / "pmsi", t, icfg, retype=False) or 0
+                pmsi_rows_in[t] = register_table(engine, pmsi_zone, t, icfg, retype=False) or 0
             parts.append(sqlrender.render("merge/pmsi_items.sql", source={**spec, "name": name},
                                           b_columns=engine.columns(spec["stay_table"])))
         engine.create_view("pmsi_items", "\nUNION ALL\n".join(f"SELECT * FROM ({p}) AS {n}" for p, n in
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(p, clean=True, model=True)
 
     def body(args, engine: Engine) -> dict:
-        return run_merge(engine, local_path(args.input), local_path(args.output), IngestConfig.load(args.config),
+        return run_merge(engine, args.input, args.output, IngestConfig.load(args.config),
                          load_model_config(args.model_config), args.run_id, load_clean_config(args.clean_config))
 
     return run_step("merge", p, body, argv, inputs=lambda a: {"clean": a.input}, outputs=lambda a: {"merge": a.output},

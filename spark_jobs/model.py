@@ -21,7 +21,8 @@ import yaml
 
 from spark_jobs import sqlrender
 from spark_jobs.delivery import DeliveryError, IngestConfig
-from spark_jobs.engines import Engine, local_path
+from spark_jobs import lakefs
+from spark_jobs.engines import Engine
 from spark_jobs.merge import load_model_config
 from spark_jobs.stepargs import add_config_args, step_parser
 from spark_jobs.steprun import StagedOutputs, StepError, register_partitioned, register_table, run_step
@@ -50,8 +51,9 @@ def load_model_schema(path: Path = MODEL_SCHEMA) -> dict:
     return schema
 
 
-def run_model(engine: Engine, merge: Path, ingest: Path, output: Path, icfg: IngestConfig, mcfg: dict,
+def run_model(engine: Engine, merge, ingest, output, icfg: IngestConfig, mcfg: dict,
               run_id: str) -> dict:
+    merge, ingest, output = lakefs.current(merge), lakefs.current(ingest), lakefs.LakePath(output)
     schema = load_model_schema()
     params = dict(mcfg["model"])
     params["missing_before_year"] = params.pop("missing_date_before_year")
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(p, model=True)
 
     def body(args, engine: Engine) -> dict:
-        return run_model(engine, local_path(args.input), local_path(args.ingest), local_path(args.output),
+        return run_model(engine, args.input, args.ingest, args.output,
                          IngestConfig.load(args.config), load_model_config(args.model_config), args.run_id)
 
     return run_step("model", p, body, argv, inputs=lambda a: {"merge": a.input, "ingest": a.ingest},

@@ -221,6 +221,24 @@ def s3_client(region_name: str | None, aws_conn_id: str | None = None):
     return boto3.client("s3", region_name=region_name)
 
 
+def aws_environment(aws_conn_id: str, region_name: str | None = None) -> dict[str, str]:
+    """The AWS variables (credentials, region, endpoint) of an Airflow AWS connection: what a job
+    subprocess and the lake's filesystem (`lakefs.configure_s3`) need to reach the region's S3."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3", region_name=region_name)
+    creds = hook.get_credentials()
+    env = {"AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
+    if creds.token:
+        env["AWS_SESSION_TOKEN"] = creds.token
+    region = region_name or hook.conn_region_name
+    if region:
+        env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = region
+    if hook.conn_config.endpoint_url:
+        env["AWS_ENDPOINT_URL"] = hook.conn_config.endpoint_url
+    return env
+
+
 _default_s3_client = s3_client  # open_store's `s3_client` parameter shadows it
 
 

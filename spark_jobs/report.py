@@ -8,22 +8,14 @@ row values, so no patient identifier can reach them.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import subprocess
 from pathlib import Path
 
+from spark_jobs import lakefs
+from spark_jobs.lakefs import LakePath
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_VERSION = 1
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
 
 
 def code_version() -> str:
@@ -147,18 +139,19 @@ def _status(steps: dict, selected: list[str] | None, dry_run: bool) -> str:
     return "success" if ok else "failed"
 
 
-def assemble_summary(run_dir: Path, *, region: str, release: str, run_id: str, engine: str,
-                     input_uri: str, truth_manifest: Path | None = None, extra: dict | None = None,
-                     selected_steps: list[str] | None = None, dry_run: bool = False) -> Path:
+def assemble_summary(run_dir, *, region: str, release: str, run_id: str, engine: str,
+                     input_uri: str, truth_manifest=None, extra: dict | None = None,
+                     selected_steps: list[str] | None = None, dry_run: bool = False) -> LakePath:
     """Collect the step reports of a run into `<run_dir>/summary.json` and return its path. With the
     truth manifest of a synthetic delivery, the ingest counts are checked against it and a mismatch
     fails the run. A run that selected some steps succeeds when those did; a dry run has the status
-    `dry_run`."""
+    `dry_run`. `run_dir` and `truth_manifest` are local paths or s3:// URIs."""
     steps = {}
-    steps_dir = run_dir / "steps"
-    for report in sorted(steps_dir.glob("*.json")) if steps_dir.is_dir() else []:
-        with open(report, encoding="utf-8") as fh:
-            data = json.load(fh)
+    run_dir = LakePath(run_dir)
+    for report in lakefs.list_files(run_dir / "steps", ".json", recursive=False):
+        if report.name.startswith("."):
+            continue  # a report being written
+        data = lakefs.read_json(report)
         steps[data["step"]] = data
     summary = {
         "summary_version": SUMMARY_VERSION,
@@ -172,16 +165,15 @@ def assemble_summary(run_dir: Path, *, region: str, release: str, run_id: str, e
         "status": _status(steps, selected_steps, dry_run),
         "steps": steps,
     }
-    if truth_manifest is not None and truth_manifest.exists() and not dry_run:
-        with open(truth_manifest, encoding="utf-8") as fh:
-            check = truth_check(steps, json.load(fh))
+    if truth_manifest is not None and lakefs.is_file(truth_manifest) and not dry_run:
+        check = truth_check(steps, lakefs.read_json(truth_manifest))
         summary["truth_check"] = check
         if check["status"] == "mismatch":
             summary["status"] = "failed"
     if extra:
         summary.update(extra)
     path = run_dir / "summary.json"
-    write_json_atomic(path, summary)
+    lakefs.write_json(path, summary)
     return path
 
 

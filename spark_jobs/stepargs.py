@@ -55,16 +55,16 @@ def add_pseudonymisation_args(p: argparse.ArgumentParser, argon2: bool = True) -
 
 def key_provider_from_args(args: argparse.Namespace):
     """(key provider, vault root, argon2 parameters) from the arguments of add_pseudonymisation_args."""
-    from spark_jobs.engines import local_path
+    from spark_jobs.lakefs import LakePath
     from spark_jobs.keys import open_key_provider
     from spark_jobs.objectstore import normalise_root
     from spark_jobs.uris import is_s3
     from spark_jobs.vault import Argon2Params
 
     # An S3 vault (s3://bucket/prefix) is opened through the KMS provider's S3 store (EMR: the job's role).
-    vault_root = normalise_root(args.vault) if is_s3(args.vault) else local_path(args.vault)
+    vault_root = normalise_root(args.vault) if is_s3(args.vault) else LakePath(args.vault).local()
     if args.key_file:
-        spec = {"type": "local_file", "path": str(local_path(args.key_file))}
+        spec = {"type": "local_file", "path": str(LakePath(args.key_file).local())}
     else:
         spec = {"type": "aws_kms", "key_arn": args.kms_key_arn, "region_name": args.kms_region}
     params = None

@@ -4,8 +4,10 @@ footers, and the entry point's report and exit codes.
 - Inputs: each table of a zone becomes a view with every column of its SNDS schema, typed as ingest
   types it; a column the delivery did not have is NULL, and a missing optional table is an empty view
   with a warning, so the step's SQL never depends on which subset of a table CNAM delivered.
-- Outputs: written under a staging directory next to the final one and switched in at the end
-  (`replace_directory`), so a failed or re-run step never leaves a partial output visible.
+- Outputs: written under a staging location and switched in at the end (a directory rename locally,
+  a version pointer on S3: see `lakefs`), so a failed or re-run step never leaves a partial output
+  visible. Locations are local paths or `s3://` URIs (`LakePath`); all file access goes through
+  `lakefs`.
 - Entry point: `run_step` parses the arguments, runs the step, writes its JSON report whatever
   happens, and returns 0 (success), 1 (expected failure: a one-line message naming files and rules,
   never values) or 2 (unexpected: frames logged, message withheld since it may quote data).
@@ -15,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import time
 import traceback
-from pathlib import Path
 from typing import Callable
 
-from spark_jobs import sqlrender
+from spark_jobs import lakefs, sqlrender
 from spark_jobs.bundle import code_origin
-from spark_jobs.engines import Engine, local_path, open_engine, replace_directory
-from spark_jobs.report import now_utc, write_json_atomic
+from spark_jobs.engines import Engine, open_engine, replace_directory
+from spark_jobs.lakefs import LakePath
+from spark_jobs.report import now_utc
 from spark_jobs.stepargs import engine_settings, setup_logging
 from spark_jobs.uris import SovereigntyError, check_within
 
@@ -46,15 +47,22 @@ class AccountingError(StepError):
     """Rows in differ from rows out plus rows set aside (quarantined or removed by a named rule)."""
 
 
-def parquet_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("**/*.parquet")) if directory.is_dir() else []
+def parquet_files(directory) -> list[LakePath]:
+    """The Parquet files under a directory (none if it does not exist), sorted."""
+    return lakefs.list_files(directory, ".parquet")
 
 
-def parquet_rows(directory: Path) -> int:
-    """Rows in the Parquet files under a directory, from their footers."""
+def parquet_footer(path):
+    """The footer (pyarrow FileMetaData) of one Parquet file, local or on S3."""
     import pyarrow.parquet as pq
 
-    return sum(pq.read_metadata(p).num_rows for p in parquet_files(directory))
+    fs, inner = lakefs.filesystem(path)
+    return pq.read_metadata(inner, filesystem=fs)
+
+
+def parquet_rows(directory) -> int:
+    """Rows in the Parquet files under a directory, from their footers."""
+    return sum(parquet_footer(p).num_rows for p in parquet_files(directory))
 
 
 def schema_columns(cfg, table: str) -> list[tuple[str, str]]:
@@ -66,16 +74,15 @@ def schema_columns(cfg, table: str) -> list[tuple[str, str]]:
     return columns
 
 
-def register_table(engine: Engine, zone: Path, table: str, cfg, view: str | None = None, retype: bool = True) -> int | None:
+def register_table(engine: Engine, zone, table: str, cfg, view: str | None = None, retype: bool = True) -> int | None:
     """Register `view` (default: the table's name) over `zone/<table>` with every schema column.
     With `retype` (ingest outputs) every column is cast to its schema type; without it (clean outputs,
     whose amounts are DECIMAL and which add columns such as stay dates) the written types are kept,
     and so are the columns the schema does not have. Columns the files lack are NULL either way.
-    Returns the table's rows, or None when the zone has no such table (then the view is empty)."""
-    import pyarrow.parquet as pq
-
+    Returns the table's rows, or None when the zone has no such table (then the view is empty).
+    `zone` is the zone's current location (`lakefs.current`)."""
     view = view or table
-    directory = zone / table
+    directory = LakePath(zone) / table
     files = parquet_files(directory)
     columns = schema_columns(cfg, table)
     if not files:
@@ -85,7 +92,7 @@ def register_table(engine: Engine, zone: Path, table: str, cfg, view: str | None
         select = ", ".join(f"CAST(NULL AS {t}) AS {sqlrender.ident(c)}" for c, t in columns)
         engine.create_view(view, f"SELECT {select} FROM (SELECT 1 AS _one) AS _empty WHERE _one = 0")
         return None
-    written = list(dict.fromkeys(n for f in files for n in pq.read_schema(f).names if n != "year"))
+    written = list(dict.fromkeys(n for f in files for n in parquet_footer(f).schema.names if n != "year"))
     present = set(written) | ({"year"} if cfg.tables[table].get("yearly") else set())
     engine.read_parquet(f"{view}__files", directory)
     select = [
@@ -100,7 +107,7 @@ def register_table(engine: Engine, zone: Path, table: str, cfg, view: str | None
     return parquet_rows(directory)
 
 
-def register_partitioned(engine: Engine, view: str, directory: Path, column: str = "year") -> int:
+def register_partitioned(engine: Engine, view: str, directory, column: str = "year") -> int:
     """Register `view` over a Hive-partitioned Parquet directory written by `write_partitioned`, the
     partition column typed INTEGER on both engines. Returns the rows (from the footers)."""
     if not parquet_files(directory):
@@ -118,14 +125,17 @@ def run_tag(run_id: str) -> str:
 
 
 class StagedOutputs:
-    """The outputs of one step run: written under `<final>.__staging-<run>`, switched in by `commit`."""
+    """The outputs of one step run, switched in by `commit`: written under `<final>.__staging-<run>`
+    on a local disk, under a new version `<final>/_v/<run>-<time>` on S3 (see `lakefs`)."""
 
-    def __init__(self, final: Path, run_id: str):
-        self.final = final
-        self.stage = final.with_name(f"{final.name}.__staging-{run_tag(run_id)}")
-        if self.stage.exists():
-            shutil.rmtree(self.stage)
-        self.stage.mkdir(parents=True)
+    def __init__(self, final, run_id: str):
+        self.final = LakePath(final)
+        if self.final.is_s3:
+            self.stage = lakefs.new_version(self.final, run_tag(run_id))
+        else:
+            self.stage = self.final.with_name(f"{self.final.name}.__staging-{run_tag(run_id)}")
+        lakefs.delete_tree(self.stage)
+        lakefs.make_dirs(self.stage)
 
     def write(self, engine: Engine, relative: str, sql: str, order_by: str | None = None) -> int:
         """Write `sql` to `<stage>/<relative>`; returns the rows written (from the footers)."""
@@ -153,10 +163,14 @@ class StagedOutputs:
         return written
 
     def commit(self) -> None:
-        replace_directory(self.stage, self.final)
+        if self.final.is_s3:
+            lakefs.switch_version(self.final, self.stage)
+        else:
+            replace_directory(self.stage.local(), self.final.local())
+        log.info("%s: switched in", self.final)
 
     def discard(self) -> None:
-        shutil.rmtree(self.stage, ignore_errors=True)
+        lakefs.delete_tree(self.stage)
 
 
 #: The arguments of the step entry points that name a storage location.
@@ -208,7 +222,7 @@ def run_step(step: str, parser: argparse.ArgumentParser, body: Callable[[argpars
         return 2
     finally:
         report["seconds"] = round(time.monotonic() - t0, 3)
-        write_json_atomic(local_path(args.report), report)
+        lakefs.write_json(args.report, report)
     log.info("%s done in %.1f s: %s", step, report["seconds"],
              ", ".join(f"{k} {v:,}" for k, v in report.get("totals", {}).items()))
     return 0

@@ -32,6 +32,7 @@ for _var in ("SNDS_ENGINE", "SNDS_REGIONS_DIR", "SNDS_DEPLOYMENT", "SNDS_REGIONS
 
 # Servers started by the tests that need them (once per session, stopped at its end).
 from pgserver import postgres_server  # noqa: E402,F401
+from s3server import s3_env, s3_server  # noqa: E402,F401
 from sparkcluster import spark_standalone  # noqa: E402,F401
 
 SAMPLES = PROJECT_ROOT / "tests" / "data" / "snds_samples"

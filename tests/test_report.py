@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from spark_jobs.report import assemble_summary, human_summary, truth_check, write_json_atomic
+from spark_jobs.lakefs import write_json as write_json_atomic
+from spark_jobs.report import assemble_summary, human_summary, truth_check
 
 
 def _ingest_report(rows_read=10, reasons=None):
@@ -39,11 +41,11 @@ def test_summary_fails_on_truth_mismatch(tmp_path):
     manifest.write_text(json.dumps({"files": {"ER_PRS_F.csv": {"rows": 11, "quarantine": {}}}}))
     path = assemble_summary(run_dir, region="local", release="r", run_id="x", engine="duckdb",
                             input_uri="/d", truth_manifest=manifest)
-    summary = json.loads(path.read_text())
+    summary = json.loads(Path(str(path)).read_text())
     assert summary["status"] == "failed" and summary["truth_check"]["status"] == "mismatch"
     assert "MISMATCH" in human_summary(summary)
     path = assemble_summary(run_dir, region="local", release="r", run_id="x", engine="duckdb", input_uri="/d")
-    summary = json.loads(path.read_text())
+    summary = json.loads(Path(str(path)).read_text())
     assert summary["status"] == "success" and "truth_check" not in summary
     assert list(summary)[:5] == ["summary_version", "region", "release", "run_id", "engine"]
 

@@ -259,18 +259,23 @@ def build_release_dag(region: Region) -> DAG:
         @task(task_id="summarize", trigger_rule="all_done", outlets=[model_asset(region)])
         def summarize(paths: dict, ti=None, outlet_events=None) -> str:
             from snds_operators.releases import release_claim
-            from spark_jobs.report import assemble_summary, human_summary, write_json_atomic
+            from spark_jobs import lakefs
+            from spark_jobs.report import assemble_summary, human_summary
 
             if not paths:
                 raise AirflowFailException("prepare_run did not complete: nothing to summarize")
+            if region.uses_aws:
+                from spark_jobs.objectstore import aws_environment
+
+                lakefs.configure_s3(aws_environment(region.aws_conn_id, region.cloud_region))
             try:
-                run_dir = Path(paths["run_dir"])
+                run_dir = lakefs.LakePath(paths["run_dir"])
                 encryption = {"check_keys": ti.xcom_pull(task_ids="check_keys"),
                               "update_vault": ti.xcom_pull(task_ids="update_vault")}
                 path = assemble_summary(
                     run_dir, region=region.name, release=paths["release"], run_id=paths["run_id"],
                     engine=region.engine, input_uri=paths["input"],
-                    truth_manifest=Path(paths["input"]) / "_truth" / "manifest.json",
+                    truth_manifest=lakefs.LakePath(paths["input"]) / "_truth" / "manifest.json",
                     extra={"encryption": encryption, "trigger": paths["trigger"], "steps_selected": paths["steps"],
                            "dry_run": paths["dry_run"], "cloud_region": region.cloud_region},
                     selected_steps=paths["steps"], dry_run=paths["dry_run"],
@@ -278,12 +283,11 @@ def build_release_dag(region: Region) -> DAG:
             finally:
                 if not paths["dry_run"]:
                     release_claim(paths["release"], paths["run_id"], region_store(region, region.lake_root))
-            with open(path, encoding="utf-8") as fh:
-                summary = json.load(fh)
+            summary = lakefs.read_json(path)
             for line in human_summary(summary).splitlines():
                 print(line)
             if not paths["dry_run"]:
-                write_json_atomic(run_dir.parent / "latest.json", {"run_id": paths["run_id"], "summary": str(path)})
+                lakefs.write_json(run_dir.parent / "latest.json", {"run_id": paths["run_id"], "summary": str(path)})
             print(f"summary: {path}")
             if paths["dry_run"]:
                 return str(path)

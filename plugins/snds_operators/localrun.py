@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from snds_operators.regions import PROJECT_ROOT, default_region, load_regions
+from spark_jobs.uris import is_s3
 
 VAR = PROJECT_ROOT / "var"
 AIRFLOW_HOME = VAR / "airflow"
@@ -150,16 +151,22 @@ def run_release(*, region_name: str | None, release: str | None, input_dir: str 
         _follow(proc, log_file)
         code = proc.wait()
     # The summarize task prints the summary's path; a run that died before it has none.
+    from spark_jobs import lakefs
+
+    if region.uses_aws:  # the summary is read with the region's AWS connection, as the DAG wrote it
+        from spark_jobs.objectstore import aws_environment
+
+        lakefs.configure_s3(aws_environment(region.aws_conn_id, region.cloud_region))
     printed = re.findall(r"summary: (\S+summary\.json)", log_file.read_text())
-    summary_path = Path(printed[-1]) if printed else None
-    if summary_path and summary_path.exists():
+    # A local path, or an s3:// URI when the region's lake is on S3.
+    summary_path = (lakefs.LakePath(printed[-1]) if is_s3(printed[-1]) else Path(printed[-1])) if printed else None
+    summary = lakefs.read_json(summary_path) if summary_path and lakefs.is_file(summary_path) else None
+    if summary is not None:
         from spark_jobs.report import human_summary
 
-        summary = json.loads(summary_path.read_text())
         print()
         print(human_summary(summary))
         print(f"Done in {time.monotonic() - t0:.0f} s.")
-    summary = json.loads(summary_path.read_text()) if summary_path and summary_path.exists() else None
     if code != 0 or summary is None or summary["status"] not in ("success", "dry_run"):
         # The failing step's own error first; otherwise the last error lines of the Airflow log.
         errors = [f"{name}: {step['error']}" for name, step in (summary or {}).get("steps", {}).items()

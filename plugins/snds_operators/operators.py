@@ -2,10 +2,8 @@
 
 A step is the same entry point (`spark_jobs/<step>.py`) with the same arguments on every engine:
 - DuckDB: `DuckDBStepOperator` runs `python -m spark_jobs.<step> --engine duckdb ...` in a
-  subprocess of the task (its own memory, its log lines streamed into the task log);
-- Spark: `CheckedSparkSubmitOperator` submits `spark_jobs/<step>.py --engine spark ...` through
-  spark-submit, after checking that the Spark connection really exists (a missing connection makes
-  the Spark provider fall back to YARN silently).
+  subprocess of the task (its own memory, its log lines streamed into the task log; for a region on
+  S3, the AWS connection's credentials, region and endpoint in its environment);
 - Spark: the provider's `SparkSubmitOperator` (local[*], or a standalone master running the uploaded
   code bundle), after checking that the Spark connection exists and points to the region's master (a
   missing connection makes the provider fall back to YARN silently);
@@ -67,11 +65,20 @@ class DuckDBStepOperator(BaseOperator):
     template_fields = ("application_args",)
     ui_color = "#fff100"
 
-    def __init__(self, *, step: str, application_args: list[str], env_vars: dict[str, str] | None = None, **kwargs):
+    def __init__(self, *, step: str, application_args: list[str], env_vars: dict[str, str] | None = None,
+                 aws_conn_id: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.step = step
         self.application_args = application_args
         self.env_vars = env_vars or {}
+        self.aws_conn_id = aws_conn_id
+
+    def aws_env(self) -> dict[str, str]:
+        """The step's AWS environment from the region's AWS connection (what the AWS SDKs and pyarrow
+        read): credentials, region and endpoint. Empty without a connection."""
+        from spark_jobs.objectstore import aws_environment
+
+        return aws_environment(self.aws_conn_id) if self.aws_conn_id else {}
 
     def build_command(self) -> list[str]:
         return [sys.executable, "-m", f"spark_jobs.{self.step}", *[str(a) for a in self.application_args]]
@@ -79,7 +86,7 @@ class DuckDBStepOperator(BaseOperator):
     def execute(self, context: Any) -> None:
         cmd = self.build_command()
         self.log.info("Running step %s on DuckDB: %s", self.step, " ".join(cmd))
-        env = {**os.environ, **self.env_vars}
+        env = {**os.environ, **self.aws_env(), **self.env_vars}
         with subprocess.Popen(
             cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         ) as proc:
@@ -194,7 +201,8 @@ def step_tasks(*, task_id: str, step: str, region: Region, step_args: list[str],
             duck += ["--duckdb-memory-limit", str(region.duckdb["memory_limit"])]
         if region.duckdb.get("threads"):
             duck += ["--duckdb-threads", str(region.duckdb["threads"])]
-        op = DuckDBStepOperator(task_id=task_id, step=step, application_args=args + duck, **kwargs)
+        op = DuckDBStepOperator(task_id=task_id, step=step, application_args=args + duck,
+                                aws_conn_id=region.aws_conn_id if region.uses_aws else None, **kwargs)
         return op, op
     if engine in ("spark-local", "spark-standalone"):
         spark = region.spark

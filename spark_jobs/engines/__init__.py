@@ -3,7 +3,7 @@ lazily so that importing this package (e.g. from a DAG file) costs nothing."""
 
 from __future__ import annotations
 
-from .base import Engine, local_path, replace_directory
+from .base import Engine, replace_directory
 
 ENGINES = ("duckdb", "spark")
 
@@ -20,4 +20,4 @@ def open_engine(name: str, **settings) -> Engine:
     raise ValueError(f"unknown engine {name!r}: expected one of {', '.join(ENGINES)}")
 
 
-__all__ = ["Engine", "ENGINES", "open_engine", "local_path", "replace_directory"]
+__all__ = ["Engine", "ENGINES", "open_engine", "replace_directory"]

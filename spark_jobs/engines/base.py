@@ -2,7 +2,8 @@
 
 Steps are written against this small interface so that the same step code and the same SQL run on
 DuckDB (embedded default) and on Spark (local[*], standalone or EMR). Everything that differs between
-the two engines lives in the two adapters of this package and nowhere else:
+the two engines lives in the two adapters of this package and nowhere else (locations are local
+paths or s3:// URIs, `lakefs.LakePath`):
 - the SQL dialect (SQL is authored in DuckDB's dialect and transpiled by sqlglot for Spark),
 - how a text file is read as raw lines (encoding, header skipping),
 - how Parquet is written so that file names and row order are deterministic.
@@ -19,18 +20,6 @@ from pathlib import Path
 AUTHORING_DIALECT = "duckdb"
 
 
-def local_path(uri: str) -> Path:
-    """Local filesystem path of a file:// URI or plain path; other schemes are refused clearly."""
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if "://" in uri:
-        raise ValueError(
-            f"{uri}: only local paths and file:// URIs are supported by this runner "
-            "(object-store URIs are handled by the EMR engines)"
-        )
-    return Path(uri)
-
-
 class Engine(abc.ABC):
     """One SQL engine session for one step run."""
 
@@ -43,7 +32,7 @@ class Engine(abc.ABC):
         return sql
 
     @abc.abstractmethod
-    def read_lines(self, view: str, path: Path, encoding: str, line_numbers: bool = True) -> None:
+    def read_lines(self, view: str, path: "LakePath", encoding: str, line_numbers: bool = True) -> None:
         """Register `view(line VARCHAR, _lineno BIGINT)`: the data lines of a text file, header line
         excluded. `_lineno` increases with the position in the file (not necessarily by one: Spark
         numbers each split on its own), so `ORDER BY _lineno` restores the file's order. Without
@@ -82,7 +71,7 @@ class Engine(abc.ABC):
         """The column names of a registered view, in order."""
 
     @abc.abstractmethod
-    def write_parquet(self, sql: str, directory: Path, order_by: str | None = None) -> None:
+    def write_parquet(self, sql: str, directory: "LakePath", order_by: str | None = None) -> None:
         """Write the result of `sql` (authoring dialect) as Parquet files in `directory` (created),
         named part-00000.parquet, part-00001.parquet, ... in a deterministic order. With `order_by`
         (one column, or several as "a, b"), `sql` also selects those columns: rows are written in
@@ -91,7 +80,7 @@ class Engine(abc.ABC):
         partition, since a global sort's range boundaries come from a sample)."""
 
     @abc.abstractmethod
-    def read_parquet(self, view: str, directory: Path) -> None:
+    def read_parquet(self, view: str, directory: "LakePath") -> None:
         """Register `view` over the Parquet files of `directory` (hive partitions become columns; files
         with different columns are read by name, a column missing from a file being NULL there)."""
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from pathlib import Path
 
 import duckdb
+
+from spark_jobs import lakefs
 
 from .base import Engine
 
@@ -37,15 +38,24 @@ class DuckDBEngine(Engine):
             self.con.execute(f"SET memory_limit = {_quote_literal(memory_limit)}")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
+        self._s3 = False
 
-    def read_lines(self, view: str, path: Path, encoding: str, line_numbers: bool = True) -> None:
+    def _location(self, location) -> str:
+        """A location as DuckDB reads it; the first s3:// one registers the S3 filesystem."""
+        loc = lakefs.LakePath(location)
+        if loc.is_s3 and not self._s3:
+            self.con.register_filesystem(lakefs.duckdb_s3_filesystem())
+            self._s3 = True
+        return str(loc)
+
+    def read_lines(self, view: str, path, encoding: str, line_numbers: bool = True) -> None:
         enc = _ENCODINGS.get(encoding.lower())
         if enc is None:
             raise ValueError(f"unsupported encoding {encoding!r} (use utf-8 or latin-1)")
         # One VARCHAR column per line: the \x01 delimiter and empty quote never split a line, so
         # splitting into fields is done by the step's SQL, identically on both engines.
         source = (
-            f"read_csv({_quote_literal(str(path))}, columns = {{'line': 'VARCHAR'}}, delim = '\x01', quote = '', "
+            f"read_csv({_quote_literal(self._location(path))}, columns = {{'line': 'VARCHAR'}}, delim = '\x01', quote = '', "
             f"escape = '', header = true, auto_detect = false, strict_mode = false, "
             f"encoding = {_quote_literal(enc)})"
         )
@@ -96,17 +106,17 @@ class DuckDBEngine(Engine):
     def columns(self, view: str) -> list[str]:
         return [row[0] for row in self.con.execute(f"DESCRIBE {view}").fetchall()]
 
-    def write_parquet(self, sql: str, directory: Path, order_by: str | None = None) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / "part-00000.parquet"
+    def write_parquet(self, sql: str, directory, order_by: str | None = None) -> None:
+        lakefs.make_dirs(directory)
+        target = self._location(lakefs.LakePath(directory) / "part-00000.parquet")
         if order_by:
             sql = f"SELECT * EXCLUDE ({order_by}) FROM ({sql}) AS result ORDER BY {order_by}"  # "a, b" too
-        self.con.execute(f"COPY ({sql}) TO {_quote_literal(str(target))} (FORMAT parquet, COMPRESSION zstd)")
+        self.con.execute(f"COPY ({sql}) TO {_quote_literal(target)} (FORMAT parquet, COMPRESSION zstd)")
 
-    def read_parquet(self, view: str, directory: Path) -> None:
+    def read_parquet(self, view: str, directory) -> None:
         self.con.execute(
             f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_parquet("
-            f"{_quote_literal(str(directory) + '/**/*.parquet')}, hive_partitioning = true, union_by_name = true)"
+            f"{_quote_literal(self._location(directory) + '/**/*.parquet')}, hive_partitioning = true, union_by_name = true)"
         )
 
     def drop_view(self, view: str) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-from pathlib import Path
 
+from spark_jobs import lakefs
 from spark_jobs.spark_conf import SPARK_QUIET_CONF, SPARK_SQL_CONF
 
 from .base import AUTHORING_DIALECT, Engine
@@ -81,7 +80,7 @@ class SparkEngine(Engine):
         self.spark = spark
         self._cached: dict[str, object] = {}
 
-    def read_lines(self, view: str, path: Path, encoding: str, line_numbers: bool = True) -> None:
+    def read_lines(self, view: str, path, encoding: str, line_numbers: bool = True) -> None:
         enc = _ENCODINGS.get(encoding.lower())
         if enc is None:
             raise ValueError(f"unsupported encoding {encoding!r} (use utf-8 or latin-1)")
@@ -167,10 +166,10 @@ class SparkEngine(Engine):
     def columns(self, view: str) -> list[str]:
         return list(self.spark.table(view).columns)
 
-    def write_parquet(self, sql: str, directory: Path, order_by: str | None = None) -> None:
+    def write_parquet(self, sql: str, directory, order_by: str | None = None) -> None:
+        directory = lakefs.LakePath(directory)
         staging = directory.with_name(directory.name + ".__spark")
-        if staging.exists():
-            shutil.rmtree(staging)
+        lakefs.delete_tree(staging)
         df = self.spark.sql(self.transpile(sql))
         if order_by:
             # Rows go to partitions by a hash of the order columns (not by how the upstream shuffles,
@@ -181,15 +180,15 @@ class SparkEngine(Engine):
             partitions = int(self.spark.conf.get("spark.sql.shuffle.partitions"))
             df = df.repartition(partitions, *columns).sortWithinPartitions(*columns).drop(*columns)
         df.write.mode("overwrite").parquet(str(staging))
-        directory.mkdir(parents=True, exist_ok=True)
+        lakefs.make_dirs(directory)
         # Spark names parts part-<index>-<random uuid>-c000...; keep the index, drop the randomness,
-        # so that the same input gives the same file names.
-        parts = sorted(p for p in staging.iterdir() if p.name.startswith("part-") and p.name.endswith(".parquet"))
+        # so that the same input gives the same file names (a rename locally, a copy on S3).
+        parts = [p for p in lakefs.list_files(staging, ".parquet", recursive=False) if p.name.startswith("part-")]
         for i, part in enumerate(parts):
-            part.rename(directory / f"part-{i:05d}.parquet")
-        shutil.rmtree(staging)
+            lakefs.move(part, directory / f"part-{i:05d}.parquet")
+        lakefs.delete_tree(staging)
 
-    def read_parquet(self, view: str, directory: Path) -> None:
+    def read_parquet(self, view: str, directory) -> None:
         # mergeSchema: yearly files of one table may have different columns (a file has the columns
         # its delivery had), as union_by_name does on DuckDB.
         (self.spark.read.option("basePath", str(directory)).option("mergeSchema", "true")
