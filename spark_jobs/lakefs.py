@@ -105,9 +105,6 @@ class LakePath:
         return hash(self.uri)
 
 
-Location = "str | Path | LakePath"
-
-
 #: AWS variables given by `configure_s3` (an Airflow task's connection); else the environment's.
 _aws_settings: dict[str, str] = {}
 
@@ -226,12 +223,6 @@ def read_first_line(location) -> bytes:
                 break
             buf += chunk
     return buf.split(b"\n", 1)[0] + (b"\n" if b"\n" in buf else b"")
-
-
-def open_input(location):
-    """A seekable binary file (for pyarrow.parquet footers)."""
-    fs, path = filesystem(location)
-    return fs.open_input_file(path)
 
 
 def write_bytes(location, data: bytes) -> None:

@@ -25,8 +25,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def s3_server():
     """The endpoint URL of the session's local S3 server."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -240,29 +239,14 @@ def test_import_is_cheap():
 
 
 # --------------------------------------------------------------------------------------------- S3
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3():
-    """A local S3 (moto server) with one bucket; yields (endpoint URL, boto3 client)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
+def s3(s3_server):
+    """The session's local S3 (moto server) with this module's bucket; yields (endpoint URL, boto3 client)."""
+    from s3server import s3_client
 
-    port = _free_port()
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    srv.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3",
-                              aws_access_key_id="test", aws_secret_access_key="test")
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-        yield endpoint, client
-    finally:
-        srv.stop()
+    client = s3_client(s3_server)
+    client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    return s3_server, client
 
 
 def upload(client, src: Path, prefix: str, manifest: bool = True) -> str:

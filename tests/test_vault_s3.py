@@ -6,8 +6,6 @@ tasks with the region's AWS connection."""
 from __future__ import annotations
 
 import json
-import logging
-import socket
 import uuid
 from types import SimpleNamespace
 
@@ -24,35 +22,18 @@ BUCKET = "snds-vault-eu"
 RAW = ["A1234567890123456", "B1234567890123456", "C1234567890123456"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def aws():
-    from moto.server import ThreadedMotoServer
+def aws(s3_server):
+    """The session's local S3 + KMS server, with this module's bucket and a region key."""
+    from s3server import s3_client
 
-    import boto3
+    def client(service):
+        return s3_client(s3_server, service, REGION)
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-
-        def client(service):
-            return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
-                                aws_access_key_id="test", aws_secret_access_key="test")
-
-        kms, s3 = client("kms"), client("s3")
-        arn = kms.create_key(Description="snds region key")["KeyMetadata"]["Arn"]
-        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield SimpleNamespace(port=port, endpoint=endpoint, client=client, kms=kms, s3=s3, arn=arn)
-    finally:
-        server.stop()
+    kms, s3 = client("kms"), client("s3")
+    arn = kms.create_key(Description="snds region key")["KeyMetadata"]["Arn"]
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return SimpleNamespace(endpoint=s3_server, client=client, kms=kms, s3=s3, arn=arn)
 
 
 @pytest.fixture
