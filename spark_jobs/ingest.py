@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from spark_jobs import sqlrender
@@ -199,12 +200,37 @@ def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir, qu
     }
 
 
+#: Where a synthetic delivery (snds_synth) keeps its ground truth, beside the delivered files.
+TRUTH_DIR = "_truth"
+
+
+def pseudonymise_truth(engine: Engine, input_dir, out: StagedOutputs) -> dict[str, int]:
+    """Synthetic deliveries only: write each truth event table (`_truth/events/<table>.csv`) to
+    `<truth zone>/<table>/` with its patient ids pseudonymised through the release's `id_map`, for the
+    model gate's comparison with the truth. Returns rows per table (none for a real delivery)."""
+    events = lakefs.LakePath(input_dir) / TRUTH_DIR / "events"
+    written = {}
+    for path in lakefs.list_files(events, ".csv", recursive=False):
+        columns = lakefs.read_first_line(path).decode("utf-8").strip().split(",")
+        if "patient_id" not in columns:
+            continue
+        engine.read_lines("truth_lines", path, "utf-8")
+        table = path.name[: -len(".csv")]
+        written[table] = out.write(engine, table, sqlrender.render("pseudonymise/truth_events.sql", columns=columns),
+                                   order_by="_lineno")
+        engine.drop_view("truth_lines")
+    if written:
+        log.info("ingest: generator's truth pseudonymised (%s)", ", ".join(f"{t} {n}" for t, n in written.items()))
+    return written
+
+
 def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
-               run_id: str, pseudo: Pseudonymisation) -> dict:
+               run_id: str, pseudo: Pseudonymisation, truth=None) -> dict:
     """Ingest a whole delivery. Returns the step's `tables`, `quarantine`, `dropped_by_rule`,
-    `pseudonymisation` and `totals` sections."""
+    `pseudonymisation` and `totals` sections (and `truth` when given a truth zone: see
+    pseudonymise_truth)."""
     output, quarantine = lakefs.LakePath(output), lakefs.LakePath(quarantine)
-    for zone in (output, quarantine):
+    for zone in (output, quarantine) + ((lakefs.LakePath(truth),) if truth else ()):
         check_separate(pseudo.vault.root, zone)
     files = cfg.scan(input_dir)
     log.info("ingest: %d files in %s (%s)", len(files), input_dir, ", ".join(f.path.name for f in files))
@@ -212,6 +238,12 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
     # damaged vault stops the step with the lake untouched.
     pseudonymisation, new_mappings = build_release_id_map(engine, files, cfg, pseudo)
     out, q_out = StagedOutputs(output, run_id), StagedOutputs(quarantine, run_id)
+    t_out = StagedOutputs(truth, run_id) if truth else None
+    truth_rows = None
+    # Input checksums for the run's audit record, hashed on a thread while the engine parses (hashlib
+    # and the engines release the GIL): the audit names exactly which bytes a release was built from.
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+    checksums = {f.path: hasher.submit(lakefs.sha256, f.path) for f in files}
     tables: dict[str, dict] = {}
     by_reason: dict[str, int] = {}
     by_table: dict[str, int] = {}
@@ -219,6 +251,7 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
     try:
         for f in files:
             counts = ingest_file(engine, f, cfg, out.stage, q_out.stage)
+            counts["sha256"], counts["bytes"] = checksums[f.path].result()
             t = tables.setdefault(
                 f.table,
                 {"path": str(output / f.table), "rows_read": 0, "rows": 0, "quarantined": 0, "dropped": 0,
@@ -233,6 +266,8 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
                 by_table[f.table] = by_table.get(f.table, 0) + counts["quarantined"]
             for rule, n in counts["dropped_by_rule"].items():
                 by_rule.setdefault(rule, {})[f.table] = by_rule.get(rule, {}).get(f.table, 0) + n
+        if t_out:
+            truth_rows = pseudonymise_truth(engine, input_dir, t_out)
         for view in ("id_map", "new_pseudonyms", "release_ids", "vault_ids"):
             engine.drop_view(view)
         pseudonymisation["hash_calls"] = engine.pseudonym_calls()
@@ -241,11 +276,16 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
         pseudonymisation["pending_delta"] = str(delta) if delta else None
         new_mappings.clear()
     except BaseException:
-        out.discard()
-        q_out.discard()
+        for staged in (out, q_out, t_out):
+            if staged:
+                staged.discard()
         raise
+    finally:
+        hasher.shutdown(cancel_futures=True)
     out.commit()
     q_out.commit()
+    if t_out:  # a real delivery leaves the zone empty: no stale truth of an earlier delivery
+        t_out.commit()
     totals = {
         "rows_read": sum(t["rows_read"] for t in tables.values()),
         "rows_written": sum(t["rows"] for t in tables.values()),
@@ -264,6 +304,7 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
         "rules_applied": sorted(set(cfg.unlinked_patient_rules.values())),
         "pseudonymisation": pseudonymisation,
         "totals": totals,
+        **({"truth": {"path": str(truth), "tables": truth_rows}} if truth else {}),
     }
 
 
@@ -272,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True, help="delivery directory (path or file:// URI)")
     p.add_argument("--output", required=True, help="ingest zone of this release (typed Parquet)")
     p.add_argument("--quarantine", required=True, help="quarantine zone of this release")
+    p.add_argument("--truth", default=None,
+                   help="truth zone of this release: a synthetic delivery's ground truth, pseudonymised "
+                        "(for the model gate); left empty for a real delivery")
     add_config_args(p)
     p.add_argument("--encoding", default=None, help="override the delivery encoding (utf-8, latin-1)")
     p.add_argument("--patient-id-column", default=None, choices=["BEN_NIR_PSA", "NUM_ENQ"],
@@ -286,14 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         workers = args.hash_workers or args.duckdb_threads or os.cpu_count() or 1
         pseudo = Pseudonymisation(Vault(vault_root, keys), params, workers)
         result = run_ingest(engine, args.input, args.output, args.quarantine,
-                            cfg, args.run_id, pseudo)
+                            cfg, args.run_id, pseudo, truth=args.truth)
         ps = result["pseudonymisation"]
         log.info("ingest: %d distinct identifiers, %d hashed", ps["identifiers"], ps["hashed"])
         return result
 
     return run_step(STEP, p, body, argv,
                     inputs=lambda a: {"delivery": a.input},
-                    outputs=lambda a: {"ingest": a.output, "quarantine": a.quarantine},
+                    outputs=lambda a: {"ingest": a.output, "quarantine": a.quarantine,
+                                       **({"truth": a.truth} if a.truth else {})},
                     expected=(DeliveryError, VaultError, KeyProviderError))
 
 

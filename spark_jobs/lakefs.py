@@ -212,6 +212,19 @@ def read_bytes(location) -> bytes:
         return fh.read()
 
 
+def sha256(location) -> tuple[str, int]:
+    """(SHA-256 hex digest, size in bytes) of a file, streamed (never held in memory whole)."""
+    import hashlib
+
+    digest, size = hashlib.sha256(), 0
+    fs, path = filesystem(location)
+    with fs.open_input_stream(path) as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def read_first_line(location) -> bytes:
     """The first line of a file (without reading the whole file)."""
     fs, path = filesystem(location)

@@ -40,7 +40,12 @@ KIND_SQL_TYPES = {
 
 class StepError(RuntimeError):
     """An expected failure of a step (bad configuration, missing input, broken accounting): the message
-    names files, tables and rules, never row values."""
+    names files, tables and rules, never row values. `sections` go into the step's report all the same
+    (a failed quality gate reports every check it ran)."""
+
+    def __init__(self, message: str, sections: dict | None = None):
+        super().__init__(message)
+        self.sections = sections or {}
 
 
 class AccountingError(StepError):
@@ -174,7 +179,8 @@ class StagedOutputs:
 
 
 #: The arguments of the step entry points that name a storage location.
-LOCATION_ARGS = ("input", "output", "quarantine", "ingest", "report", "vault", "key_file")
+LOCATION_ARGS = ("input", "output", "quarantine", "truth", "ingest", "clean", "model", "run_dir", "published",
+                 "delivery", "report", "vault", "key_file")
 
 
 def check_locations(args: argparse.Namespace) -> None:
@@ -210,6 +216,7 @@ def run_step(step: str, parser: argparse.ArgumentParser, body: Callable[[argpars
             report.update(body(args, engine))
         report["status"] = "success"
     except (StepError, *expected) as exc:
+        report.update(getattr(exc, "sections", {}))
         report["status"] = "failed"
         report["error"] = f"{type(exc).__name__}: {exc}"
         log.error("%s failed: %s", step, exc)

@@ -39,9 +39,9 @@ def region_key_file(directory: Path) -> LocalKeyFile:
 
 def ingest_delivery(engine_name: str, delivery: Path, out: Path, *, config: Path | None = None,
                     spark=None, run_id: str = "t", vault_dir: Path | None = None,
-                    params: Argon2Params = FAST_ARGON2) -> dict:
+                    params: Argon2Params = FAST_ARGON2, truth: bool = False) -> dict:
     """Run the ingest step's code on an engine (vault and key under `out` unless given); return its
-    report sections."""
+    report sections. With `truth`, a synthetic delivery's truth is pseudonymised into `out/truth`."""
     from spark_jobs.delivery import IngestConfig
     from spark_jobs.engines import open_engine
     from spark_jobs.ingest import Pseudonymisation, run_ingest
@@ -51,7 +51,8 @@ def ingest_delivery(engine_name: str, delivery: Path, out: Path, *, config: Path
     vault_dir = vault_dir or out / "vault"
     pseudo = Pseudonymisation(Vault(vault_dir, region_key_file(vault_dir.parent / (vault_dir.name + "-keys"))), params, 2)
     with open_engine(engine_name, **settings) as eng:
-        return run_ingest(eng, delivery, out / "ingest", out / "quarantine", cfg, run_id, pseudo)
+        return run_ingest(eng, delivery, out / "ingest", out / "quarantine", cfg, run_id, pseudo,
+                          truth=out / "truth" if truth else None)
 
 
 
@@ -122,6 +123,7 @@ def write_test_region(tmp_path: Path, *, roots: tuple[Path, ...] = (), name: str
         "key_provider": {"type": "local_file", "path": str(tmp_path / "secure" / "keys" / "region.key"),
                          "create_if_missing": True},
         "argon2": {"time_cost": 1, "memory_cost_kib": 64, "parallelism": 1}}
+    cfg["audit"] = {"type": "sqlite", "path": str(tmp_path / "audit" / "audit.db")}
     cfg["lineage"] = {**cfg["lineage"], "transport": {"type": "file", "append": True,
                                                       "log_file_path": str(tmp_path / "lineage" / "events.jsonl")}}
     cfg = _merge(cfg, overrides or {})
