@@ -21,7 +21,11 @@ INPUT ?=
 STEPS ?=
 DRY_RUN ?=
 
-.PHONY: help install lock demo test airflow run keys synth bench clean
+# make sql / audit / versions
+Q ?=
+ARGS ?=
+
+.PHONY: help install lock demo test airflow run keys sql audit versions synth bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -61,6 +65,15 @@ keys: install ## region key and vault: make keys ACTION=check|commit|rotate [REG
 	@test -n "$(ACTION)" || { echo "usage: make keys ACTION=check|commit|rotate [REGION=<region>]"; exit 2; }
 	$(BIN)/python -m snds_operators.localrun keys $(ACTION) $(if $(REGION),--region $(REGION))
 
+sql: install ## query the published tables: make sql [REGION=r] [Q="SELECT ..."] (no Q: a prompt)
+	$(BIN)/python -m snds_operators.localrun sql $(if $(REGION),--region $(REGION)) $(if $(Q),-c "$(Q)")
+
+audit: install ## the run audit database: make audit [REGION=r] [ARGS="show <run id>"] (default: list)
+	$(BIN)/python -m snds_operators.localrun audit $(if $(REGION),--region $(REGION)) $(ARGS)
+
+versions: install ## published versions: make versions [REGION=r] [ARGS="switch --release R --run-id ID"] (default: list)
+	$(BIN)/python -m snds_operators.localrun versions $(if $(REGION),--region $(REGION)) $(ARGS)
+
 synth: install ## synthetic delivery: make synth N=<n> SEED=<s> YEARS=<y1-y2> OUT=<dir>
 	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out $(OUT)
 
@@ -68,5 +81,5 @@ bench: install ## benchmark generator, ingest and every pipeline step (10k and 5
 	$(BIN)/python benchmarks/run.py --out var/bench/results.json
 
 clean: ## remove the local lake, Airflow home, deliveries and bench output; keeps .venv, var/keys and var/vault
-	rm -rf var/lake var/airflow var/deliveries var/bench
+	rm -rf var/lake var/airflow var/deliveries var/bench var/audit var/lineage
 	@echo "kept var/keys and var/vault (the region's key and pseudonym vault); remove them by hand to start over"

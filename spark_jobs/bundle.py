@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
-STEP_MODULES = ("ingest", "clean", "merge", "model")
+STEP_MODULES = ("ingest", "clean", "quality", "merge", "model", "feasibility")
 ZIP_NAME = "snds_jobs.zip"
 _ENTRY = '''"""Entry point of step {step} (spark-submit application). The code comes from {zip} (--py-files)."""
 import runpy

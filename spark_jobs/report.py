@@ -132,10 +132,13 @@ def truth_check(steps: dict, manifest: dict) -> dict:
 
 
 def _status(steps: dict, selected: list[str] | None, dry_run: bool) -> str:
+    """success when every expected report is there and successful and no report failed (a failed
+    quality gate fails the run even though the steps it audits succeeded)."""
     if dry_run:
         return "dry_run"
     wanted = list(selected) if selected else list(steps)  # a report's `step` is its task id
-    ok = bool(wanted) and all(steps.get(name, {}).get("status") == "success" for name in wanted)
+    ok = (bool(wanted) and all(steps.get(name, {}).get("status") == "success" for name in wanted)
+          and all(step.get("status") == "success" for step in steps.values()))
     return "success" if ok else "failed"
 
 
@@ -144,7 +147,8 @@ def assemble_summary(run_dir, *, region: str, release: str, run_id: str, engine:
                      selected_steps: list[str] | None = None, dry_run: bool = False) -> LakePath:
     """Collect the step reports of a run into `<run_dir>/summary.json` and return its path. With the
     truth manifest of a synthetic delivery, the ingest counts are checked against it and a mismatch
-    fails the run. A run that selected some steps succeeds when those did; a dry run has the status
+    fails the run. A run that selected some steps succeeds when those did (`selected_steps`: every
+    report expected, gates and publish included) and no report failed; a dry run has the status
     `dry_run`. `run_dir` and `truth_manifest` are local paths or s3:// URIs."""
     steps = {}
     run_dir = LakePath(run_dir)

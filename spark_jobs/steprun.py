@@ -179,8 +179,8 @@ class StagedOutputs:
 
 
 #: The arguments of the step entry points that name a storage location.
-LOCATION_ARGS = ("input", "output", "quarantine", "truth", "ingest", "clean", "model", "run_dir", "published",
-                 "delivery", "report", "vault", "key_file")
+LOCATION_ARGS = ("input", "output", "quarantine", "truth", "ingest", "clean", "merge", "model", "run_dir", "lake",
+                 "delivery", "nomenclatures", "report", "vault", "key_file")
 
 
 def check_locations(args: argparse.Namespace) -> None:

@@ -38,8 +38,9 @@ def test_dagbag_imports_without_errors():
     assert upstream == {
         "prepare_run": [], "preflight": ["prepare_run"], "wait_for_delivery": ["preflight", "prepare_run"],
         "check_keys": ["wait_for_delivery"], "ingest": ["check_keys"], "update_vault": ["ingest"],
-        "clean_dcir": ["update_vault"], "clean_pmsi": ["update_vault"], "merge": ["clean_dcir", "clean_pmsi"],
-        "model": ["merge"], "summarize": ["model", "prepare_run"]}
+        "clean_dcir": ["update_vault"], "clean_pmsi": ["update_vault"], "gate_clean": ["clean_dcir", "clean_pmsi"],
+        "merge": ["gate_clean"], "model": ["merge"], "gate_model": ["model"], "feasibility_report": ["gate_model"],
+        "publish": ["feasibility_report", "prepare_run"], "summarize": ["prepare_run", "publish"]}
     assert set(dag.params.keys()) == {"release", "input", "steps", "dry_run"}
     rotation = bag.dags["snds_key_rotation__local"]
     assert [t.task_id for t in rotation.topological_sort()] == ["check_keys", "rotate_key", "check_rotated_keys"]
@@ -102,7 +103,7 @@ def _dag(region, monkeypatch=None):
 X = lambda key: "{{ ti.xcom_pull(task_ids='prepare_run')['" + key + "'] }}"  # noqa: E731
 CODE = lambda key: "{{ ti.xcom_pull(task_ids='package_code')['" + key + "'] }}"  # noqa: E731
 INGEST_ARGS = ["--input", X("input"), "--output", X("ingest"), "--quarantine", X("quarantine"),
-               "--report", X("ingest_report"), "--release", X("release"), "--run-id", X("run_id"),
+               "--truth", X("truth"), "--report", X("ingest_report"), "--release", X("release"), "--run-id", X("run_id"),
                "--config", "config/ingest.yaml"]
 
 
@@ -216,8 +217,9 @@ def test_emr_engine_builds_the_step_definition_and_its_sensor():
     assert (op.job_flow_id, op.aws_conn_id, op.region_name) == ("j-2AXXXXXXGAPLF", "aws_eu_frankfurt", "eu-central-1")
     assert op.execution_role_arn == "arn:aws:iam::222222222222:role/snds-eu-frankfurt-emr-step"
     sensor = wait.provider_kwargs
-    assert wait.upstream_task_ids == {"clean_pmsi"} and dag.get_task("merge").upstream_task_ids == {
+    assert wait.upstream_task_ids == {"clean_pmsi"} and dag.get_task("gate_clean").upstream_task_ids == {
         "clean_dcir_wait", "clean_pmsi_wait"}
+    assert dag.get_task("merge").upstream_task_ids == {"gate_clean_wait"}
     assert sensor == {"job_flow_id": "j-2AXXXXXXGAPLF", "step_id": "{{ ti.xcom_pull(task_ids='clean_pmsi')[0] }}",
                       "aws_conn_id": "aws_eu_frankfurt", "region_name": "eu-central-1"}
     assert isinstance(EmrStepSensor(task_id="w", **sensor), EmrStepSensor)
@@ -305,6 +307,12 @@ CROSS_WIRED = [
     ("us-east", "  namespace: snds-us-east\n", "  namespace: snds-fr-paris\n",
      "lineage namespace snds-fr-paris belongs to region", BOTH),
     ("fr-paris", "engine: emr-serverless", "engine: emr", "emr: required when the engine is emr", PROD),
+    ("us-east", "connection: audit_us_east", "connection: audit_eu_frankfurt",
+     "audit.connection 'audit_eu_frankfurt' belongs to region eu-frankfurt", PROD),
+    ("us-east", "path: var/regions/us-east/audit/audit.db", "path: var/regions/fr-paris/audit/audit.db",
+     "audit.path", LOCAL),
+    ("local", "path: var/audit/local/audit.db", "path: /tmp/elsewhere/audit.db",
+     "audit.path '/tmp/elsewhere/audit.db' is outside the region's allowed storage", BOTH),
 ]
 
 
@@ -374,13 +382,20 @@ def test_region_files_are_checked_against_the_schema(tmp_path):
 def test_run_paths_put_each_zone_under_the_release():
     from snds_operators.factory import STEPS, run_paths
 
+    from snds_operators.releases import FOLLOWS, expected_reports
+
     paths = run_paths("/lake", "2024-06", "manual__2024-07-01T00:00:00+00:00")
-    for zone in ("ingest", "quarantine", "clean", "merge", "model"):
+    for zone in ("ingest", "quarantine", "truth", "clean", "merge"):
         assert paths[zone] == f"/lake/{zone}/release=2024-06"
+    # The model is the run's own (write-audit-publish): never replaced by another run.
+    assert paths["model"] == "/lake/model/release=2024-06/run=manual__2024-07-01T00_00_00_00_00"
     run_dir = "/lake/runs/release=2024-06/manual__2024-07-01T00_00_00_00_00"
-    assert paths["run_dir"] == run_dir
-    assert {paths[f"{s}_report"] for s in STEPS} == {f"{run_dir}/steps/{s}.json" for s in STEPS}
-    assert run_paths("s3://b/lake", "2024-06", "r")["model"] == "s3://b/lake/model/release=2024-06"
+    assert paths["run_dir"] == run_dir and paths["feasibility_html"] == f"{run_dir}/feasibility.html"
+    assert {paths[f"{s}_report"] for s in (*STEPS, *FOLLOWS)} == {f"{run_dir}/steps/{s}.json"
+                                                                 for s in (*STEPS, *FOLLOWS)}
+    assert expected_reports(["merge", "model"]) == ["merge", "model", "gate_model", "feasibility_report", "publish"]
+    assert expected_reports(["ingest", "clean_pmsi"]) == ["ingest", "clean_pmsi", "gate_clean"]
+    assert run_paths("s3://b/lake", "2024-06", "r")["model"] == "s3://b/lake/model/release=2024-06/run=r"
 
 
 def test_trigger_form_params_are_validated():

@@ -87,7 +87,8 @@ def test_code_bundle_upload_to_the_region_code_bucket(fr_paris, tmp_path):
     assert uris["steps/ingest.py"] == f"s3://snds-fr-paris-code/jobs/{version}/steps/ingest.py"
     listed = s3.list_objects_v2(Bucket="snds-fr-paris-code", Prefix=f"jobs/{version}/")["Contents"]
     assert sorted(o["Key"].split(f"{version}/")[1] for o in listed) == [
-        "snds_jobs.zip", "steps/clean.py", "steps/ingest.py", "steps/merge.py", "steps/model.py"]
+        "snds_jobs.zip", "steps/clean.py", "steps/feasibility.py", "steps/ingest.py", "steps/merge.py", "steps/model.py",
+        "steps/quality.py"]
     for obj in listed:
         head = s3.head_object(Bucket="snds-fr-paris-code", Key=obj["Key"])
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == region.key_provider["key_arn"]

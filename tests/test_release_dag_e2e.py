@@ -34,6 +34,9 @@ def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp
     for task in ("clean_dcir", "clean_pmsi", "merge", "model"):
         assert f"■ {task}: success" in out, task
     assert "snds.clean: clean ER_PRS_F:" in out and "snds.model: model patients:" in out
+    for task in ("gate_clean", "gate_model", "feasibility_report", "publish"):
+        assert f"■ {task}: success" in out, task
+    assert "snds.quality: gate model: model_matches_truth:diagnoses" in out
 
     summary = json.loads(open(summary_path).read())
     assert summary["status"] == "success" and summary["engine"] == engine and summary["region"] == region
@@ -41,10 +44,38 @@ def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp
     assert summary["truth_check"]["status"] == "match", summary["truth_check"]
     # ingest files, cleaning attrition per rule and table, and every event table's row count
     assert summary["truth_check"]["checked"] == ["ingest", "clean", "model"]
-    for step in ("clean_dcir", "clean_pmsi", "merge", "model"):
+    for step in ("clean_dcir", "clean_pmsi", "merge", "model", "gate_clean", "gate_model", "feasibility_report"):
         assert summary["steps"][step]["status"] == "success" and summary["steps"][step]["engine"] == job_engine
-    model_rows = {t: info["rows"] for t, info in summary["steps"]["model"]["tables"].items()}
-    assert model_rows == {t: n for t, n in synth_truth["events"].items() if t != "costs_dcir"}
+    # The gates ran every declared check; on the synthetic delivery the model equals the truth.
+    gates = {c["name"]: c for g in ("gate_clean", "gate_model") for c in summary["steps"][g]["checks"]}
+    assert gates["model_matches_truth:drug_dispensations"]["status"] == "pass"
+    assert gates["truth_attrition"]["status"] == "pass" and gates["accounting"]["status"] == "pass"
+    assert not [c for c in gates.values() if c["status"] == "fail"]
+    # Published: the run's model is the release's current version; the catalog serves it.
+    release = f"e2e-{engine}"
+    published = json.loads((tmp_path / "lake" / "published" / f"release={release}" / "CURRENT.json").read_text())
+    assert published["run_id"] == summary["run_id"] and summary["steps"]["publish"]["status"] == "success"
+    assert published["report"] == str(tmp_path / "lake" / "runs" / f"release={release}" /
+                                      os.path.basename(os.path.dirname(summary_path)) / "feasibility.html")
+    assert os.path.isfile(published["report"])
+    assert {t: info["rows"] for t, info in published["tables"].items()} == model_rows_of(summary)
+    catalog = duckdb.connect(str(tmp_path / "lake" / "catalog" / f"{region}.duckdb"), read_only=True)
+    assert catalog.execute("SELECT count(*) FROM main.patients").fetchone()[0] == synth_truth["patients"]["n"]
+    catalog.close()
+    # The audit database has the run: who started it, inputs with their checksums, steps, checks.
+    from spark_jobs.audit import open_audit
+
+    with open_audit(str(tmp_path / "audit" / "audit.db")) as audit:
+        record = audit.run_record(summary["run_id"])
+    assert record["status"] == "success" and record["run_type"] == "manual" and record["published"]
+    assert record["config_hash"] == summary["config_hash"] and len(record["inputs"]) == len(synth_truth["files"])
+    import hashlib
+
+    sha = {i["file"]: i["sha256"] for i in record["inputs"]}
+    assert sha["ER_PRS_F.csv"] == hashlib.sha256((synth_delivery / "ER_PRS_F.csv").read_bytes()).hexdigest()
+    assert {s["step"] for s in record["steps"]} == set(summary["steps"])
+    assert len(record["checks"]) == sum(len(summary["steps"][g]["checks"]) for g in ("gate_clean", "gate_model"))
+    assert model_rows_of(summary) == {t: n for t, n in synth_truth["events"].items() if t != "costs_dcir"}
     ingest = summary["steps"]["ingest"]
     assert ingest["status"] == "success" and ingest["engine"] == job_engine
     assert summary["trigger"] == "manual" and summary["steps_selected"] == list(ingest_steps())
@@ -78,7 +109,7 @@ def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp
 
     ids = delivery_identifiers(synth_delivery, IngestConfig.load())
     assert len(ids) >= synth_truth["patients"]["n"]
-    assert scan([tmp_path / "lake", tmp_path / "airflow", tmp_path / "secure"], ids) == []
+    assert scan([tmp_path / "lake", tmp_path / "airflow", tmp_path / "secure", tmp_path / "audit"], ids) == []
     assert scan_text(proc.stdout + proc.stderr, ids) == []
 
     # Linkage preserved: every PMSI patient of the truth has the pseudonym of its DCIR/IR_BEN_R rows.
@@ -106,6 +137,15 @@ def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp
     proc = run_release_dag(tmp_path, synth_delivery, engine, f"e2e-{engine}")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     again = json.loads(open(proc.stdout.strip().splitlines()[-1]).read())
+    # A new version of the release, published; the first one stays readable through the catalog.
+    from spark_jobs.publish import list_versions
+
+    versions = list_versions(lake, f"e2e-{engine}")
+    assert [(v["run_id"], v["current"]) for v in versions] == [(summary["run_id"], False), (again["run_id"], True)]
+    catalog = duckdb.connect(str(lake / "catalog" / "local.duckdb"), read_only=True)
+    assert catalog.execute("SELECT run_id, count(*) FROM history.patients GROUP BY run_id ORDER BY run_id").fetchall() \
+        == sorted([(summary["run_id"], synth_truth["patients"]["n"]), (again["run_id"], synth_truth["patients"]["n"])])
+    catalog.close()
     ps2 = again["steps"]["ingest"]["pseudonymisation"]
     assert (ps2["hashed"], ps2["known"], ps2["hash_calls"], ps2["vault_version"]) == (0, ps["identifiers"], 0, "v000001")
     assert again["encryption"]["update_vault"]["merged_deltas"] == 0
@@ -117,8 +157,10 @@ def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp
     assert "■ ingest: skipped" in proc.stdout and "■ clean_dcir: skipped" in proc.stdout
     assert "■ merge: success" in proc.stdout and "■ model: success" in proc.stdout
     partial = json.loads(open(proc.stdout.strip().splitlines()[-1]).read())
-    assert partial["status"] == "success" and sorted(partial["steps"]) == ["merge", "model"]
+    assert partial["status"] == "success" and sorted(partial["steps"]) == [
+        "feasibility_report", "gate_model", "merge", "model", "publish"]
     assert partial["steps_selected"] == ["merge", "model"]
+    assert partial["steps"]["gate_model"]["status"] == "success" and partial["steps"]["publish"]["status"] == "success"
     assert tree_bytes(lake / "ingest") == before
 
     # A dry run checks the parameters, connections and the delivery, and runs no step.
@@ -127,6 +169,33 @@ def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp
     assert "■ preflight: success" in proc.stdout and "■ ingest: skipped" in proc.stdout
     dry = json.loads(open(proc.stdout.strip().splitlines()[-1]).read())
     assert dry["status"] == "dry_run" and dry["steps"] == {} and not (lake / "ingest" / "release=dry").exists()
+    assert not (lake / "published" / "release=dry").exists()
+
+
+def model_rows_of(summary: dict) -> dict:
+    return {t: info["rows"] for t, info in summary["steps"]["model"]["tables"].items()}
+
+
+def test_a_failed_gate_publishes_nothing(tmp_path, synth_delivery):
+    """Release 2017-06 of a delivery holding care up to 2018: the model gate's release-window checks
+    fail, so neither the feasibility report nor publish runs; the run is failed, recorded as such in the
+    audit database with every check, and nothing is queryable."""
+    proc = run_release_dag(tmp_path, synth_delivery, None, "2017-06")
+    assert proc.returncode != 0
+    assert "■ gate_clean: success" in proc.stdout and "■ gate_model: failed" in proc.stdout
+    assert "▶ publish" not in proc.stdout and "▶ feasibility_report" not in proc.stdout
+    assert "quality gate model failed" in proc.stderr and "event_date_in_release_window:consults" in proc.stderr
+    lake = tmp_path / "lake"
+    assert not (lake / "published").exists() and not (lake / "catalog").exists()
+    summary = json.loads(next((lake / "runs" / "release=2017-06").glob("*/summary.json")).read_text())
+    assert summary["status"] == "failed" and summary["steps"]["gate_model"]["status"] == "failed"
+    from spark_jobs.audit import open_audit
+
+    with open_audit(str(tmp_path / "audit" / "audit.db")) as audit:
+        record = audit.run_record(summary["run_id"])
+    assert record["status"] == "failed" and not record["published"]
+    failed = {c["name"] for c in record["checks"] if c["status"] == "fail"}
+    assert "event_date_in_release_window:consults" in failed and "stay_in_release_window" in failed
 
 
 def scan_text(text: str, ids: set[str]) -> list[str]:

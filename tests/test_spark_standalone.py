@@ -233,7 +233,7 @@ def test_release_dag_on_the_standalone_cluster(spark_standalone, synth_delivery,
     assert summary["truth_check"]["status"] == "match", summary["truth_check"]
     bundles = list((tmp_path / "code").glob("*/snds_jobs.zip"))
     assert len(bundles) == 1
-    for step in ("ingest", "clean_dcir", "clean_pmsi", "merge", "model"):
+    for step in ("ingest", "clean_dcir", "clean_pmsi", "gate_clean", "merge", "model", "gate_model", "feasibility_report"):
         report = summary["steps"][step]
         assert report["engine"] == "spark" and report["code"] == str(bundles[0]), (step, report.get("code"))
     ps = summary["steps"]["ingest"]["pseudonymisation"]
@@ -241,7 +241,8 @@ def test_release_dag_on_the_standalone_cluster(spark_standalone, synth_delivery,
 
     # Each step was an application of the cluster, with both single-core executors.
     apps = [a for a in cluster.status().get("completedapps", []) if a["id"] not in before]
-    assert len(apps) == 5 and all(a["name"].startswith("snds-standalone-") for a in apps), apps  # snds-<release>-<run>
+    assert len(apps) == 8 and all(a["name"].startswith("snds-standalone-") for a in apps), apps  # snds-<release>-<run>
+    assert summary["steps"]["publish"]["status"] == "success"
     assert all(a["cores"] == 2 for a in apps), [(a["name"], a["cores"]) for a in apps]
 
     # The same lake as DuckDB computes (same delivery, same pepper and argon2 parameters).
@@ -250,11 +251,14 @@ def test_release_dag_on_the_standalone_cluster(spark_standalone, synth_delivery,
     run_steps_after_ingest("duckdb", ref / "ingest", ref)
     lake = tmp_path / "lake"
     compared = 0
-    for zone, ref_zone in (("ingest", ref / "ingest"), ("clean", ref / "clean"), ("model", ref / "model")):
-        ours = lake / zone / "release=standalone"
+    from snds_operators.releases import run_paths
+
+    model = run_paths(str(lake), "standalone", summary["run_id"])["model"]
+    for ours, ref_zone in ((lake / "ingest" / "release=standalone", ref / "ingest"),
+                           (lake / "clean" / "release=standalone", ref / "clean"), (Path(model), ref / "model")):
         tables = sorted(p.parent.relative_to(ref_zone) for p in ref_zone.rglob("*.parquet"))
         for table in sorted(set(tables)):
-            assert table_rows(ours / table) == table_rows(ref_zone / table), (zone, table)
+            assert table_rows(ours / table) == table_rows(ref_zone / table), (ours, table)
             compared += 1
     assert compared > 30
 

@@ -209,10 +209,21 @@ def test_release_dag_of_a_region_on_s3_runs_end_to_end(s3_env, synth_delivery, s
     assert summary["input"] == f"s3://{buckets['landing']}/deliveries/{RELEASE}"
     model_rows = {t: info["rows"] for t, info in summary["steps"]["model"]["tables"].items()}
     assert model_rows == {t: n for t, n in synth_truth["events"].items() if t != "costs_dcir"}
-    for zone in ("ingest", "quarantine", "clean/dcir", "clean/pmsi", "merge", "model"):
+    from spark_jobs.steprun import run_tag
+
+    run = summary["run_id"]
+    for zone in ("ingest", "quarantine", "clean/dcir", "clean/pmsi", "merge", "model", "truth/patients"):
         name, _, part = zone.partition("/")
-        location = lakefs.current(f"{lake}/{name}/release={RELEASE}" + (f"/{part}" if part else ""))
-        assert "/_v/manual__" in str(location) and lakefs.list_files(location, ".parquet"), zone
+        location = lakefs.current(f"{lake}/{name}/release={RELEASE}" + (f"/run={run_tag(run)}" if name == "model" else "")
+                                  + (f"/{part}" if part else ""))
+        assert "/_v/manual__" in str(location), zone
+        assert lakefs.list_files(location, ".parquet"), zone
+    # Audited and published on S3: the pointer names the run, the catalog and the report are in the lake.
+    for step in ("gate_clean", "gate_model", "feasibility_report", "publish"):
+        assert summary["steps"][step]["status"] == "success", step
+    current = lakefs.read_json(f"{lake}/published/release={RELEASE}/CURRENT.json")
+    assert current["run_id"] == run and current["model"].startswith(f"{lake}/model/release={RELEASE}/run=")
+    assert lakefs.is_file(f"{lake}/catalog/fr-paris.duckdb") and lakefs.is_file(current["report"])
     assert not (tmp_path / "lake").exists() and not (tmp_path / "secure" / "vault").exists()
     # The vault's objects are sealed under the region's KMS key.
     vault_objects = client.list_objects_v2(Bucket=buckets["vault"]).get("Contents", [])

@@ -20,8 +20,8 @@ from airflow.sdk import DAG, Asset, Param, task
 
 from snds_operators.encryption import KeyCheckOperator, KeyRotationOperator, VaultUpdateOperator, region_key_settings
 from snds_operators.operators import step_tasks
-from snds_operators.regions import BUNDLE_ENGINES, Region, load_regions, selected_regions
-from snds_operators.releases import RELEASE_PATTERN, STEPS, run_paths  # noqa: F401  (re-exported)
+from snds_operators.regions import BUNDLE_ENGINES, Region, configure_lake_io, load_regions, selected_regions
+from snds_operators.releases import FOLLOWS, RELEASE_PATTERN, STEPS, run_paths  # noqa: F401  (re-exported)
 from spark_jobs.uris import is_s3, join
 
 try:  # Airflow 3.1+
@@ -44,13 +44,17 @@ announces a complete delivery (Asset `snds_delivery__{region}`), or by hand with
 landing zone), `steps` (a subset re-runs only those steps on the release's existing zones) and
 `dry_run` (check everything, run nothing).
 
-**Tasks:** `prepare_run` (release, delivery, paths; refuses a second active run of the same release)
--> `preflight` (connections and every location inside the region's storage) -> `wait_for_delivery`
-(scheduled and Asset runs: the delivery is complete and its SHA256SUMS match) -> `check_keys` (the
-region's key opens its vault, at `{vault}`) -> `ingest` -> `update_vault` -> `clean_dcir`, `clean_pmsi`
--> `merge` -> `model` -> `summarize` (writes `runs/release=<release>/<run>/summary.json`; on success
-emits the Asset `snds_model__{region}` for downstream DAGs). Each step replaces its zone of the release
-atomically.
+**Tasks:** `prepare_run` (release, delivery, paths; refuses a second active run of the same release;
+opens the run's audit record) -> `preflight` (connections and every location inside the region's
+storage) -> `wait_for_delivery` (scheduled and Asset runs: the delivery is complete and its SHA256SUMS
+match) -> `check_keys` (the region's key opens its vault, at `{vault}`) -> `ingest` -> `update_vault` ->
+`clean_dcir`, `clean_pmsi` -> `gate_clean` (quality checks of sql/quality/checks.yaml: a failed blocking
+check stops the run) -> `merge` -> `model` (written under the run's own location) -> `gate_model` ->
+`feasibility_report` (HTML, small counts masked) -> `publish` (write-audit-publish: the audited model
+becomes the release's current version in one pointer switch; the catalog is refreshed) -> `summarize`
+(writes `runs/release=<release>/<run>/summary.json` and the audit record; after a publish, emits the
+Asset `snds_model__{region}` for downstream DAGs). Each working zone of the release is replaced
+atomically by its step; published versions are never replaced.
 """
 
 WATCH_DOC = """\
@@ -114,14 +118,36 @@ def _dag_settings(region: Region) -> dict:
 
 
 def _select_step(step: str):
-    """pre_execute hook: skip a step the run does not select, and every step of a dry run."""
+    """pre_execute hook: skip a step the run does not select, and every step of a dry run. A gate, the
+    report and publish (FOLLOWS) run when a step they follow runs."""
+    wanted = FOLLOWS.get(step, (step,))
 
     def hook(context) -> None:
         run = context["ti"].xcom_pull(task_ids="prepare_run")
         if run["dry_run"]:
             raise AirflowSkipException(f"dry run: {step} not run")
-        if step not in run["steps"]:
+        if not set(wanted) & set(run["steps"]):
             raise AirflowSkipException(f"{step} not selected for this run (steps: {', '.join(run['steps'])})")
+
+    return hook
+
+
+def _model_not_published(region: Region):
+    """pre_execute hook of the model step: a run's model is immutable once published (the manifest and
+    the catalog name its files); re-running the model of such a run is refused. Trigger a new run."""
+    select = _select_step("model")
+
+    def hook(context) -> None:
+        select(context)
+        from spark_jobs import lakefs
+        from spark_jobs.publish import version_path
+
+        run = context["ti"].xcom_pull(task_ids="prepare_run")
+        configure_lake_io(region)
+        if lakefs.is_file(version_path(run["lake_root"], run["release"], run["run_id"])):
+            raise AirflowFailException(
+                f"run {run['run_id']} of release {run['release']} is published: its model is immutable. "
+                "Trigger a new run to rebuild it.")
 
     return hook
 
@@ -139,6 +165,15 @@ def _s3_client(region: Region):
     from spark_jobs.objectstore import s3_client
 
     return s3_client(region.cloud_region, region.aws_conn_id)
+
+
+def config_files(region: Region) -> list[Path]:
+    """The configuration a run's results depend on (hashed into its audit record): the ingest, cleaning
+    and model settings, the quality checks and the region's own file."""
+    from spark_jobs.bundle import resource
+
+    return [resource(region.ingest_config), resource("config/clean.yaml"), resource("config/model.yaml"),
+            resource("sql/quality/checks.yaml"), region.source]
 
 
 def region_store(region: Region, root: str):
@@ -176,10 +211,13 @@ def build_release_dag(region: Region) -> DAG:
     ) as dag:
 
         @task(task_id="prepare_run")
-        def prepare_run(params=None, run_id=None, triggering_asset_events=None, data_interval_start=None):
+        def prepare_run(params=None, run_id=None, triggering_asset_events=None, data_interval_start=None,
+                        dag_run=None):
             from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
             from snds_operators.releases import ReleaseRunError, claim_release, resolve_release
+            from spark_jobs.audit import config_hash, open_audit
+            from spark_jobs.report import code_version, now_utc
 
             events = [ev.extra for events in (triggering_asset_events or {}).values() for ev in events]
             try:
@@ -192,9 +230,20 @@ def build_release_dag(region: Region) -> DAG:
             paths = run_paths(region.lake_root, run["release"], run_id)
             if not is_s3(paths["run_dir"]):
                 Path(paths["run_dir"], "steps").mkdir(parents=True, exist_ok=True)
+            # Who or what started the run, and with which code and configuration: the audit record's
+            # first facts, written before any step runs (an unreachable audit database stops the run).
+            run_type = getattr(dag_run, "run_type", None)
+            audit = {"dag_id": dag.dag_id, "run_type": str(getattr(run_type, "value", run_type)) if run_type else None,
+                     "triggered_by": getattr(dag_run, "triggering_user_name", None),
+                     "code_version": code_version(), "config_hash": config_hash(config_files(region)),
+                     "started_at": now_utc()}
+            with open_audit(region.audit_url()) as audit_db:
+                audit_db.record_run_start(region=region.name, release=run["release"], run_id=run_id,
+                                          trigger=run["trigger"], engine=region.engine, input_uri=run["input"],
+                                          **audit)
             print(f"region {region.name}: release {run['release']} ({run['trigger']}), delivery {run['input']}, "
                   f"steps {', '.join(run['steps'])}{' (dry run)' if run['dry_run'] else ''}")
-            return {**paths, **run, "run_id": run_id}
+            return {**paths, **run, "run_id": run_id, "audit": audit}
 
         @task(task_id="preflight")
         def preflight(paths: dict) -> dict:
@@ -233,7 +282,8 @@ def build_release_dag(region: Region) -> DAG:
         steps["ingest"] = step_tasks(
             task_id="ingest", step="ingest", region=region, pre_execute=_select_step("ingest"),
             step_args=["--input", _xcom("input"), "--output", _xcom("ingest"), "--quarantine", _xcom("quarantine"),
-                       "--report", _xcom("ingest_report"), *common, *region.pseudonymisation_args()],
+                       "--truth", _xcom("truth"), "--report", _xcom("ingest_report"), *common,
+                       *region.pseudonymisation_args()],
         )
         for source in ("dcir", "pmsi"):
             steps[f"clean_{source}"] = step_tasks(
@@ -248,26 +298,60 @@ def build_release_dag(region: Region) -> DAG:
                        *common],
         )
         steps["model"] = step_tasks(
-            task_id="model", step="model", region=region, pre_execute=_select_step("model"), trigger_rule="none_failed",
+            task_id="model", step="model", region=region, pre_execute=_model_not_published(region),
+            trigger_rule="none_failed",
             step_args=["--input", _xcom("merge"), "--ingest", _xcom("ingest"), "--output", _xcom("model"),
                        "--report", _xcom("model_report"), *common],
+        )
+        # The quality gates: one step (spark_jobs/quality.py), its stage and the zones it reads.
+        for stage, zones in (("clean", ("ingest", "quarantine", "clean")),
+                             ("model", ("clean", "merge", "model", "truth"))):
+            steps[f"gate_{stage}"] = step_tasks(
+                task_id=f"gate_{stage}", step="quality", region=region, pre_execute=_select_step(f"gate_{stage}"),
+                trigger_rule="none_failed",
+                step_args=["--stage", stage, "--run-dir", _xcom("run_dir"),
+                           *[arg for zone in zones for arg in (f"--{zone}", _xcom(zone))],
+                           "--delivery", _xcom("input"), "--lake", _xcom("lake_root"),
+                           "--report", _xcom(f"gate_{stage}_report"), *common],
+            )
+        steps["feasibility_report"] = step_tasks(
+            task_id="feasibility_report", step="feasibility", region=region,
+            pre_execute=_select_step("feasibility_report"),
+            step_args=["--model", _xcom("model"), "--run-dir", _xcom("run_dir"), "--output", _xcom("feasibility_html"),
+                       "--report", _xcom("feasibility_report_report"), "--release", _xcom("release"),
+                       "--run-id", _xcom("run_id")],
         )
         keys = region_key_settings(region)
         check_keys = KeyCheckOperator(task_id="check_keys", **keys)
         update_vault = VaultUpdateOperator(task_id="update_vault", **keys, pre_execute=_select_step("ingest"))
 
+        @task(task_id="publish", pre_execute=_select_step("publish"))
+        def publish(paths: dict) -> dict:
+            """Write-audit-publish: the run's model, audited by the gates, becomes the release's current
+            version in one pointer switch; the region's catalog is refreshed."""
+            from spark_jobs.publish import PublishError, publish as publish_run
+
+            configure_lake_io(region)
+            try:
+                manifest = publish_run(paths["lake_root"], region=region.name, release=paths["release"],
+                                       run_id=paths["run_id"], run_dir=paths["run_dir"], model_zone=paths["model"],
+                                       report_html=paths["feasibility_html"])
+            except PublishError as exc:
+                raise AirflowFailException(str(exc)) from None
+            print(f"published release {paths['release']}: run {paths['run_id']} is current "
+                  f"({sum(t['rows'] for t in manifest['tables'].values()):,} rows in {len(manifest['tables'])} tables)")
+            return {"release": manifest["release"], "run_id": manifest["run_id"]}
+
         @task(task_id="summarize", trigger_rule="all_done", outlets=[model_asset(region)])
         def summarize(paths: dict, ti=None, outlet_events=None) -> str:
-            from snds_operators.releases import release_claim
+            from snds_operators.releases import expected_reports, release_claim
             from spark_jobs import lakefs
+            from spark_jobs.audit import open_audit
             from spark_jobs.report import assemble_summary, human_summary
 
             if not paths:
                 raise AirflowFailException("prepare_run did not complete: nothing to summarize")
-            if region.uses_aws:
-                from spark_jobs.objectstore import aws_environment
-
-                lakefs.configure_s3(aws_environment(region.aws_conn_id, region.cloud_region))
+            configure_lake_io(region)
             try:
                 run_dir = lakefs.LakePath(paths["run_dir"])
                 encryption = {"check_keys": ti.xcom_pull(task_ids="check_keys"),
@@ -277,13 +361,15 @@ def build_release_dag(region: Region) -> DAG:
                     engine=region.engine, input_uri=paths["input"],
                     truth_manifest=lakefs.LakePath(paths["input"]) / "_truth" / "manifest.json",
                     extra={"encryption": encryption, "trigger": paths["trigger"], "steps_selected": paths["steps"],
-                           "dry_run": paths["dry_run"], "cloud_region": region.cloud_region},
-                    selected_steps=paths["steps"], dry_run=paths["dry_run"],
+                           "dry_run": paths["dry_run"], "cloud_region": region.cloud_region, **paths["audit"]},
+                    selected_steps=expected_reports(paths["steps"]), dry_run=paths["dry_run"],
                 )
             finally:
                 if not paths["dry_run"]:
                     release_claim(paths["release"], paths["run_id"], region_store(region, region.lake_root))
             summary = lakefs.read_json(path)
+            with open_audit(region.audit_url()) as audit_db:
+                audit_db.record_summary(summary, summary_path=str(path))
             for line in human_summary(summary).splitlines():
                 print(line)
             if not paths["dry_run"]:
@@ -293,8 +379,12 @@ def build_release_dag(region: Region) -> DAG:
                 return str(path)
             if summary["status"] != "success":
                 raise RuntimeError(f"release run failed; see {path}")
+            if summary["steps"].get("publish", {}).get("status") != "success":
+                print("nothing published by this run (model not selected): no Asset event")
+                return str(path)
             outlet_events[model_asset(region)].extra = {
-                "release": paths["release"], "run_id": paths["run_id"], "model": paths["model"], "summary": str(path)}
+                "release": paths["release"], "run_id": paths["run_id"], "model": paths["model"], "summary": str(path),
+                "manifest": summary["steps"]["publish"]["manifest"]}
             return str(path)
 
         paths = prepare_run()
@@ -308,9 +398,12 @@ def build_release_dag(region: Region) -> DAG:
         else:
             check_keys >> first_step
         steps["ingest"][1] >> update_vault >> [steps["clean_dcir"][0], steps["clean_pmsi"][0]]
-        [steps["clean_dcir"][1], steps["clean_pmsi"][1]] >> steps["merge"][0]
+        [steps["clean_dcir"][1], steps["clean_pmsi"][1]] >> steps["gate_clean"][0]
+        steps["gate_clean"][1] >> steps["merge"][0]
         steps["merge"][1] >> steps["model"][0]
-        steps["model"][1] >> summarize(paths)
+        steps["model"][1] >> steps["gate_model"][0]
+        steps["gate_model"][1] >> steps["feasibility_report"][0]
+        steps["feasibility_report"][1] >> publish(paths) >> summarize(paths)
     return dag
 
 

@@ -5,6 +5,9 @@
     python -m snds_operators.localrun run --region fr-paris --logical-date 2026-02-05T06:00:00+00:00
                                           # the scheduled run of that date: release 2026-01 from the landing zone
     python -m snds_operators.localrun airflow      # airflow standalone with the project's DAGs
+    python -m snds_operators.localrun sql [--region R] [-c QUERY]      # the region's catalog of published tables
+    python -m snds_operators.localrun audit [--region R] list|show RUN_ID   # the region's run audit database
+    python -m snds_operators.localrun versions [--region R] list|show|switch ...   # published versions
 
 Airflow's metadata database is SQLite under var/airflow (project-local AIRFLOW_HOME). The release DAG
 runs with `airflow dags test`; its full log goes to var/airflow/run-logs/, and the terminal shows progress:
@@ -24,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from snds_operators.regions import PROJECT_ROOT, default_region, load_regions
+from snds_operators.regions import PROJECT_ROOT, configure_lake_io, default_region, load_regions
 from spark_jobs.uris import is_s3
 
 VAR = PROJECT_ROOT / "var"
@@ -153,10 +156,7 @@ def run_release(*, region_name: str | None, release: str | None, input_dir: str 
     # The summarize task prints the summary's path; a run that died before it has none.
     from spark_jobs import lakefs
 
-    if region.uses_aws:  # the summary is read with the region's AWS connection, as the DAG wrote it
-        from spark_jobs.objectstore import aws_environment
-
-        lakefs.configure_s3(aws_environment(region.aws_conn_id, region.cloud_region))
+    configure_lake_io(region)  # the summary is read with the region's AWS connection, as the DAG wrote it
     printed = re.findall(r"summary: (\S+summary\.json)", log_file.read_text())
     # A local path, or an s3:// URI when the region's lake is on S3.
     summary_path = (lakefs.LakePath(printed[-1]) if is_s3(printed[-1]) else Path(printed[-1])) if printed else None
@@ -208,6 +208,41 @@ def region_keys(action: str, region_name: str | None) -> int:
     return keyadmin([action, *args])
 
 
+def _region(region_name: str | None):
+    regions = load_regions()
+    if region_name and region_name not in regions:
+        raise SystemExit(f"unknown region {region_name!r}; known: {', '.join(regions)}")
+    region = regions[region_name] if region_name else default_region(regions)
+    configure_lake_io(region)
+    return region
+
+
+def region_sql(region_name: str | None, query: str | None) -> int:
+    """The region's catalog of published tables (spark_jobs.catalog): one query, or a prompt."""
+    from spark_jobs import catalog
+
+    region = _region(region_name)
+    return catalog.main(["sql", "--catalog", str(catalog.catalog_path(region.lake_root, region.name)),
+                         *(["-c", query] if query else [])])
+
+
+def region_audit(region_name: str | None, args: list[str]) -> int:
+    """The region's run audit database (spark_jobs.audit): list runs, show one."""
+    from spark_jobs import audit
+
+    region = _region(region_name)
+    os.environ.update({k: v for k, v in local_env().items() if k.startswith("AIRFLOW")})
+    return audit.main(["--url", region.audit_url(), *args])
+
+
+def region_versions(region_name: str | None, args: list[str]) -> int:
+    """The region's published versions (spark_jobs.publish): list, show, switch back."""
+    from spark_jobs import publish
+
+    region = _region(region_name)
+    return publish.main(["--lake", region.lake_root, "--region", region.name, *args])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="snds_operators.localrun", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -225,7 +260,22 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("keys", help="check the region's key and vault, merge pending deltas, or rotate the key")
     k.add_argument("action", choices=["check", "commit", "rotate"])
     k.add_argument("--region", default=None, help="region name (default: the default region)")
+    q = sub.add_parser("sql", help="query the region's published tables (its DuckDB catalog)")
+    q.add_argument("--region", default=None, help="region name (default: the default region)")
+    q.add_argument("-c", "--command", dest="query", default=None, help="SQL to run (default: a prompt)")
+    for name, text in (("audit", "the region's run audit database: list | show RUN_ID [--release R] [--json]"),
+                       ("versions", "published versions: list | show --release R [--run-id ID] | "
+                                    "switch --release R --run-id ID")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("--region", default=None, help="region name (default: the default region)")
+        c.add_argument("args", nargs=argparse.REMAINDER, help=text)
     args = p.parse_args(argv)
+    if args.cmd == "sql":
+        return region_sql(args.region, args.query)
+    if args.cmd == "audit":
+        return region_audit(args.region, args.args or ["list"])
+    if args.cmd == "versions":
+        return region_versions(args.region, args.args or ["list"])
     if args.cmd == "run":
         if not args.release and not args.logical_date:
             p.error("run needs --release (and usually --input) or --logical-date")

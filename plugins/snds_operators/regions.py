@@ -58,6 +58,7 @@ class Region:
     argon2: dict
     allowed_roots: tuple[str, ...]
     connections: dict
+    audit: dict  # {type: sqlite, path} (resolved) or {type: connection, connection}
     default: bool = False
     description: str = ""
     duckdb: dict = field(default_factory=dict)
@@ -103,6 +104,17 @@ class Region:
                      "--argon2-parallelism", str(a["parallelism"])]
         return args
 
+    def audit_url(self, get_connection=None) -> str:
+        """The audit database's SQLAlchemy URL: the SQLite file, or the URI of the region's audit
+        connection (`get_connection(conn_id)`, Airflow's BaseHook.get_connection by default)."""
+        if self.audit["type"] == "sqlite":
+            return f"sqlite:///{self.audit['path']}"
+        if get_connection is None:
+            from airflow.sdk import BaseHook
+
+            get_connection = BaseHook.get_connection
+        return get_connection(self.audit["connection"]).get_uri()
+
     def allowed_root_args(self) -> list[str]:
         """`--allowed-root R` for each root: every job re-checks its locations against them."""
         return [a for root in self.allowed_roots for a in ("--allowed-root", root)]
@@ -110,6 +122,16 @@ class Region:
     def check_location(self, uri: str, what: str = "location") -> str:
         """`uri` normalized, or SovereigntyError if it leaves the region's storage."""
         return check_within(uri, self.allowed_roots, f"region {self.name}: {what}")
+
+
+def configure_lake_io(region: Region) -> None:
+    """Reach the region's S3 lake with its own AWS connection (code reading or writing the lake in the
+    Airflow worker or a local command: summarize, publish, localrun); nothing to do for a local lake."""
+    if region.uses_aws:
+        from spark_jobs import lakefs
+        from spark_jobs.objectstore import aws_environment
+
+        lakefs.configure_s3(aws_environment(region.aws_conn_id, region.cloud_region))
 
 
 # --- loading -------------------------------------------------------------------------------------------
@@ -243,6 +265,11 @@ def _build(path: Path, cfg: dict, engine: str, deployment_name: str) -> Region:
         if kp["aws_conn_id"] != conns.get("aws"):
             raise RegionConfigError(f"{path}: pseudonymisation.key_provider.aws_conn_id {kp['aws_conn_id']!r} "
                                     f"is not the region's AWS connection {conns.get('aws')!r}")
+    audit = dict(cfg["audit"])
+    if audit["type"] == "sqlite":
+        if is_s3(audit["path"]):
+            raise RegionConfigError(f"{path}: audit.path: a SQLite audit database is a local file")
+        audit["path"] = located("audit.path", audit["path"])
     argon2 = {"time_cost": 2, "memory_cost_kib": 19 * 1024, "parallelism": 1, **(pseudo.get("argon2") or {})}
 
     spark = dict(cfg.get("spark") or {})
@@ -274,7 +301,7 @@ def _build(path: Path, cfg: dict, engine: str, deployment_name: str) -> Region:
     return Region(
         name=name, source=path, deployment=deployment_name, cloud_region=cloud, engine=engine,
         ingest_config=cfg["ingest_config"], lake_root=lake, landing_root=landing, code_root=code,
-        vault_root=vault, key_provider=kp, argon2=argon2, allowed_roots=roots, connections=conns,
+        vault_root=vault, key_provider=kp, argon2=argon2, allowed_roots=roots, connections=conns, audit=audit,
         default=bool(cfg.get("default", False)), description=cfg.get("description", ""),
         duckdb=dict(cfg.get("duckdb") or {}), spark=spark, emr_serverless=emr_serverless, emr=emr,
         schedule=dict(cfg.get("schedule") or {}), landing=dict(cfg.get("landing") or {}), lineage=lineage,
@@ -296,6 +323,8 @@ def _resources(region: Region) -> dict[str, str]:
         claimed[f"emr:{region.emr['cluster_id']}"] = f"EMR cluster {region.emr['cluster_id']}"
     if region.engine == "spark-standalone":
         claimed[f"spark:{region.spark['master']}"] = f"Spark master {region.spark['master']}"
+    if region.audit["type"] == "connection":
+        claimed[f"connection:{region.audit['connection']}"] = f"audit.connection {region.audit['connection']!r}"
     claimed[f"lineage:{region.lineage['namespace']}"] = f"lineage namespace {region.lineage['namespace']}"
     return claimed
 

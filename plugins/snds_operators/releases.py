@@ -23,8 +23,13 @@ from spark_jobs.uris import SovereigntyError, is_s3, is_within, join
 
 from snds_operators.landing import DEFAULT_RELEASE_PATTERN as RELEASE_PATTERN  # noqa: E402
 
-#: The steps of a release run, each one job on the region's engine (spark_jobs/<module>.py).
+#: The steps of a release run a user may select, each one job on the region's engine
+#: (spark_jobs/<module>.py). The quality gates, the feasibility report and publish follow the steps
+#: they audit: the clean gate runs with either clean step, the rest with the model.
 STEPS = ("ingest", "clean_dcir", "clean_pmsi", "merge", "model")
+#: Tasks that run when any of these steps is selected.
+FOLLOWS = {"gate_clean": ("clean_dcir", "clean_pmsi"), "gate_model": ("model",),
+           "feasibility_report": ("model",), "publish": ("model",)}
 ACTIVE_STATES = ("queued", "running")
 
 
@@ -37,13 +42,25 @@ def safe_run_id(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
 
 
+def expected_reports(steps: Iterable[str]) -> list[str]:
+    """The reports a run that selected `steps` must end with, all successful: the steps and the
+    gates, report and publish that follow them."""
+    return [*steps, *(task for task, after in FOLLOWS.items() if set(after) & set(steps))]
+
+
 def run_paths(lake_root: str, release: str, run_id: str) -> dict[str, str]:
-    """The zones a run of `release` writes (each step replaces its zone atomically) and its reports."""
+    """The zones a run of `release` writes and its reports. The working zones (ingest, quarantine,
+    truth, clean, merge) are the release's, each replaced atomically by the step that writes it; the
+    model is the run's own (`model/release=R/run=<run>`), never replaced: audited by the gates, then
+    published by a pointer switch (spark_jobs.publish), older versions staying readable."""
     run_dir = join(lake_root, "runs", f"release={release}", safe_run_id(run_id))
     paths = {zone: join(lake_root, zone, f"release={release}")
-             for zone in ("ingest", "quarantine", "clean", "merge", "model")}
+             for zone in ("ingest", "quarantine", "truth", "clean", "merge")}
+    paths["model"] = join(lake_root, "model", f"release={release}", f"run={safe_run_id(run_id)}")
+    paths["lake_root"] = lake_root
     paths["run_dir"] = run_dir
-    for step in STEPS:
+    paths["feasibility_html"] = join(run_dir, "feasibility.html")
+    for step in (*STEPS, *FOLLOWS):
         paths[f"{step}_report"] = join(run_dir, "steps", f"{step}.json")
     return paths
 
@@ -176,6 +193,8 @@ def preflight(region: Region, paths: dict, tasks: Iterable, get_connection: Call
         needed.append(("aws", region.aws_conn_id))
     if region.engine in ("spark-local", "spark-standalone"):
         needed.append(("spark", region.spark_conn_id))
+    if region.audit["type"] == "connection":
+        needed.append(("audit", region.audit["connection"]))
     for kind, conn_id in needed:
         try:
             conn = get_connection(conn_id)
@@ -188,6 +207,8 @@ def preflight(region: Region, paths: dict, tasks: Iterable, get_connection: Call
                 problems.append(f"connection {conn_id!r} points to AWS region {conn_region!r}, "
                                 f"not the region's {region.cloud_region!r}")
             checked["connections"][conn_id] = conn_region
+        elif kind == "audit":
+            checked["connections"][conn_id] = conn.conn_type
         else:
             if conn.host != region.spark["master"]:
                 problems.append(f"connection {conn_id!r} points to Spark master {conn.host!r}, "
