@@ -25,7 +25,11 @@ DRY_RUN ?=
 Q ?=
 ARGS ?=
 
-.PHONY: help install lock demo test airflow run keys sql audit versions synth bench clean
+# make cohort
+STUDY ?=
+RUN_ID ?=
+
+.PHONY: help install lock demo test airflow run keys sql audit versions cohort synth bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -49,7 +53,7 @@ lock: ## re-resolve requirements.in into requirements.lock (pyspark-client exclu
 demo: install ## synthetic delivery (N=2000, 3 years) through the release DAG; ENGINE=duckdb|spark
 	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out var/deliveries/demo
 	$(BIN)/python -m snds_operators.localrun run --input var/deliveries/demo --release demo-n$(N)-s$(SEED) --engine $(ENGINE) $(if $(REGION),--region $(REGION))
-	$(BIN)/python -m spark_jobs.leakscan --delivery var/deliveries/demo var/lake/*/*/release=demo-n$(N)-s$(SEED) var/airflow var/vault
+	$(BIN)/python -m spark_jobs.leakscan --delivery var/deliveries/demo var/lake/*/*/release=demo-n$(N)-s$(SEED) var/lake/*/catalog var/audit var/airflow var/vault
 
 test: install ## the whole test suite
 	$(BIN)/python -m pytest
@@ -73,6 +77,10 @@ audit: install ## the run audit database: make audit [REGION=r] [ARGS="show <run
 
 versions: install ## published versions: make versions [REGION=r] [ARGS="switch --release R --run-id ID"] (default: list)
 	$(BIN)/python -m snds_operators.localrun versions $(if $(REGION),--region $(REGION)) $(ARGS)
+
+cohort: install ## study cohorts over a published release: make cohort RELEASE=<id> [REGION=r] [STUDY=config/studies/x.yaml] [RUN_ID=<published run id>]
+	@test -n "$(RELEASE)" || { echo "usage: make cohort RELEASE=<id> [REGION=<region>] [STUDY=<study file>] [RUN_ID=<published run id>]"; exit 2; }
+	$(BIN)/python -m snds_operators.localrun cohort --release "$(RELEASE)" $(if $(REGION),--region $(REGION)) $(if $(STUDY),--study "$(STUDY)") $(if $(RUN_ID),--model-run-id "$(RUN_ID)")
 
 synth: install ## synthetic delivery: make synth N=<n> SEED=<s> YEARS=<y1-y2> OUT=<dir>
 	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out $(OUT)

@@ -10,8 +10,10 @@ then, on the same files and in the same run:
   --master local[N] spark_jobs/ingest.py --engine spark`) with that vault: the steady state of a new
   release whose patients are known, where every identifier is looked up and none is hashed.
 After each warm ingest, the rest of the release pipeline runs on the same engine, each step its own
-process as in the DAG (clean_dcir, clean_pmsi, merge, model): per-step time and rows/s per core, and
-the whole pipeline (argon2 excluded) as input rows/s per core and as a ratio to the I/O floor.
+process as in the DAG (clean_dcir, clean_pmsi, gate_clean, merge, model, gate_model with the
+row-for-row comparison against the generator's truth, feasibility_report): per-step time and rows/s
+per core, and the whole pipeline (argon2 excluded) as input rows/s per core and as a ratio to the I/O
+floor. (Publish, a pointer switch and a catalog refresh in the Airflow worker, is not a step job.)
 Then the cost of hashing itself, with the production argon2 parameters (t=2, 19 MiB): a cold ingest
 of a 2,000-beneficiary delivery on each engine, reported as new identifiers per second per core.
 Each is a separate process; wall time and peak RSS (largest process of its tree) are recorded.
@@ -121,7 +123,7 @@ def bench_size(n: int, years: str, work: Path, cores: int, engines: list[str]) -
         print(f"[n={n}]   {m['seconds']} s, {ps['identifiers']:,} identifiers, {ps['hashed']:,} hashed", flush=True)
         if label == "vault warm":
             # The whole pipeline, argon2 excluded (the vault knows every identifier): ingest + the rest.
-            m["steps"] = run_after_ingest(engine, out, cores, logs, f"bench-{n}")
+            m["steps"] = run_after_ingest(engine, out, cores, logs, f"bench-{n}", delivery)
             total = m["seconds"] + sum(step["seconds"] for step in m["steps"].values())
             m["pipeline"] = {"seconds": round(total, 2), "rows_per_s_per_core": round(rows / total / cores),
                              "ratio_to_io_floor": round(total / floor["seconds"], 2),
@@ -148,35 +150,62 @@ def run_step(engine: str, step: str, args: list[str], cores: int, log: Path) -> 
 
 def run_ingest(engine: str, delivery: Path, out: Path, vault: Path, key: Path, cores: int, argon2: list[str],
                log: Path, release: str) -> tuple[dict, dict]:
-    args = ["--input", str(delivery), "--output", str(out / "ingest"),
-            "--quarantine", str(out / "quarantine"), "--report", str(out / "ingest.json"),
+    args = ["--input", str(delivery), "--output", str(out / "ingest"), "--quarantine", str(out / "quarantine"),
+            "--truth", str(out / "truth"), "--report", str(_report(out, "ingest")),
             "--release", release, "--run-id", f"bench-{engine}", "--vault", str(vault), "--key-file", str(key), *argon2]
     print(f"[{release}] ingest on {engine} ...", flush=True)
     m = run_step(engine, "ingest", args, cores, log)
-    return json.loads((out / "ingest.json").read_text()), m
+    return json.loads(_report(out, "ingest").read_text()), m
 
 
-#: The steps after ingest, in DAG order: (step module, report name, arguments from the run's lake).
+def _report(out: Path, step: str) -> Path:
+    """Where a step's report goes: the run directory's steps/, where the gates read them."""
+    return out / "run" / "steps" / f"{step}.json"
+
+
+def _written(*steps: str):
+    """rows in of a step that reads what `steps` wrote."""
+    return lambda reports: sum(reports[s]["totals"]["rows_written"] for s in steps)
+
+
+#: The steps after ingest, in DAG order: (step module, report name, arguments from the run's lake,
+#: rows the step reads, from the reports so far).
 AFTER_INGEST = (
-    ("clean", "clean_dcir", lambda o: ["--source", "dcir", "--input", str(o / "ingest"), "--output", str(o / "clean" / "dcir")]),
-    ("clean", "clean_pmsi", lambda o: ["--source", "pmsi", "--input", str(o / "ingest"), "--output", str(o / "clean" / "pmsi")]),
-    ("merge", "merge", lambda o: ["--input", str(o / "clean"), "--output", str(o / "merge")]),
-    ("model", "model", lambda o: ["--input", str(o / "merge"), "--ingest", str(o / "ingest"), "--output", str(o / "model")]),
+    ("clean", "clean_dcir", lambda o: ["--source", "dcir", "--input", str(o / "ingest"), "--output", str(o / "clean" / "dcir")],
+     lambda r: r["clean_dcir"]["totals"]["rows_read"]),
+    ("clean", "clean_pmsi", lambda o: ["--source", "pmsi", "--input", str(o / "ingest"), "--output", str(o / "clean" / "pmsi")],
+     lambda r: r["clean_pmsi"]["totals"]["rows_read"]),
+    ("quality", "gate_clean", lambda o: ["--stage", "clean", "--run-dir", str(o / "run"), "--ingest", str(o / "ingest"),
+                                         "--quarantine", str(o / "quarantine"), "--clean", str(o / "clean")],
+     _written("ingest", "clean_dcir", "clean_pmsi")),
+    ("merge", "merge", lambda o: ["--input", str(o / "clean"), "--output", str(o / "merge")],
+     lambda r: r["merge"]["totals"]["rows_read"]),
+    ("model", "model", lambda o: ["--input", str(o / "merge"), "--ingest", str(o / "ingest"), "--output", str(o / "model")],
+     lambda r: r["model"]["totals"]["rows_read"]),
+    ("quality", "gate_model", lambda o: ["--stage", "model", "--run-dir", str(o / "run"), "--clean", str(o / "clean"),
+                                         "--merge", str(o / "merge"), "--model", str(o / "model"),
+                                         "--truth", str(o / "truth")],
+     _written("model")),
+    ("feasibility", "feasibility_report", lambda o: ["--model", str(o / "model"), "--run-dir", str(o / "run"),
+                                                     "--output", str(o / "run" / "feasibility.html")],
+     _written("model")),
 )
 
 
-def run_after_ingest(engine: str, out: Path, cores: int, logs: Path, release: str) -> dict:
-    """clean (DCIR, PMSI), merge and model on an ingest zone, each timed; rows in per step from its report."""
-    steps = {}
-    for module, name, step_args in AFTER_INGEST:
+def run_after_ingest(engine: str, out: Path, cores: int, logs: Path, release: str, delivery: Path) -> dict:
+    """clean (DCIR, PMSI), the clean gate, merge, model, the model gate and the feasibility report on an
+    ingest zone, each timed; rows in per step from the reports."""
+    steps, reports = {}, {"ingest": json.loads(_report(out, "ingest").read_text())}
+    for module, name, step_args, rows_in in AFTER_INGEST:
         print(f"[{release}] {name} on {engine} ...", flush=True)
-        report_path = out / f"{name}.json"
-        m = run_step(engine, module, [*step_args(out), "--report", str(report_path), "--release", release,
+        extra = ["--delivery", str(delivery)] if module == "quality" else []
+        m = run_step(engine, module, [*step_args(out), *extra, "--report", str(_report(out, name)), "--release", release,
                                       "--run-id", f"bench-{engine}"], cores, logs / f"{release}-{name}-{engine}.log")
-        report = json.loads(report_path.read_text())
-        m["rows_in"] = report["totals"]["rows_read"]
-        m["rows_out"] = report["totals"].get("rows_written", sum(v for k, v in report["totals"].items() if k.endswith("_items")))
+        reports[name] = json.loads(_report(out, name).read_text())
+        m["rows_in"] = rows_in(reports)
         m["rows_per_s_per_core"] = round(m["rows_in"] / m["seconds"] / cores)
+        if module == "quality":
+            m["checks"] = reports[name]["totals"]
         steps[name] = m
     return steps
 
@@ -218,18 +247,19 @@ def print_table(results: list[dict], cores: int) -> None:
                   f"{m['rows_per_s_per_core']:>12,} {m['ratio_to_io_floor']:>8.2f} {m['peak_rss_mb']:>7.0f}MB")
     print(f"({cores} cores; rows/s per core = input rows / ingest seconds / cores)")
     print()
-    print(f"{'size':>8} {'engine':>7} {'step':>11} {'seconds':>8} {'rows in':>11} {'rows/s/core':>12} {'peak RSS':>9}")
+    print(f"{'size':>8} {'engine':>7} {'step':>18} {'seconds':>8} {'rows in':>11} {'rows/s/core':>12} {'peak RSS':>9}")
     for r in results:
         for engine, m in r["engines"].items():
             if "steps" not in m:
                 continue
             for name, step in m["steps"].items():
-                print(f"{r['beneficiaries']:>8,} {engine:>7} {name:>11} {step['seconds']:>7.1f}s {step['rows_in']:>11,} "
+                print(f"{r['beneficiaries']:>8,} {engine:>7} {name:>18} {step['seconds']:>7.1f}s {step['rows_in']:>11,} "
                       f"{step['rows_per_s_per_core']:>12,} {step['peak_rss_mb']:>7.0f}MB")
             pl = m["pipeline"]
-            print(f"{r['beneficiaries']:>8,} {engine:>7} {'pipeline':>11} {pl['seconds']:>7.1f}s {r['input_rows']:>11,} "
+            print(f"{r['beneficiaries']:>8,} {engine:>7} {'pipeline':>18} {pl['seconds']:>7.1f}s {r['input_rows']:>11,} "
                   f"{pl['rows_per_s_per_core']:>12,} {pl['peak_rss_mb']:>7.0f}MB  = {pl['ratio_to_io_floor']:.2f} x I/O floor")
-    print("(pipeline = ingest with a warm vault + clean_dcir + clean_pmsi + merge + model, each its own process; "
+    print("(pipeline = ingest with a warm vault + clean_dcir + clean_pmsi + gate_clean + merge + model + gate_model + "
+          "feasibility_report, each its own process; "
           "its rows/s per core counts the delivery's input rows)")
 
 

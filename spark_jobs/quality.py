@@ -138,13 +138,17 @@ class Gate:
         return reports
 
     # -- tables
-    def table_dir(self, zone: str, table: str) -> LakePath | None:
-        """Where a zone keeps a table (the clean zone has dcir/ and pmsi/ families)."""
+    def families(self, zone: str) -> list[LakePath]:
+        """The current locations holding a zone's tables: the clean zone has a dcir/ and a pmsi/ family,
+        each written (and, on S3, versioned) by its own step."""
         root = self.zones.get(zone)
         if root is None:
-            return None
-        candidates = [root / family / table for family in ("dcir", "pmsi")] if zone == "clean" else [root / table]
-        return next((c for c in candidates if parquet_files(c)), None)
+            return []
+        return [lakefs.current(root / family) for family in ("dcir", "pmsi")] if zone == "clean" else [root]
+
+    def table_dir(self, zone: str, table: str) -> LakePath | None:
+        """Where a zone keeps a table, or None if the release has no such table."""
+        return next((f / table for f in self.families(zone) if parquet_files(f / table)), None)
 
     def view(self, zone: str, table: str) -> str | None:
         """The view over a zone's table (registered on first use), or None if the release lacks it."""
@@ -163,8 +167,7 @@ class Gate:
             return []
         if zone == "model":
             return list(load_model_schema())
-        families = [root / "dcir", root / "pmsi"] if zone == "clean" else [root]
-        return sorted({e.name for f in families for e, is_dir in lakefs.list_entries(f) if is_dir
+        return sorted({e.name for f in self.families(zone) for e, is_dir in lakefs.list_entries(f) if is_dir
                        and not e.name.startswith(("_", "."))})
 
     # -- running

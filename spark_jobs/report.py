@@ -203,6 +203,10 @@ def human_summary(summary: dict) -> str:
         by_rule = step.get("dropped_by_rule", {})
         if by_rule:
             lines.append("    dropped by rule: " + ", ".join(f"{r} {sum(t.values()):,}" for r, t in sorted(by_rule.items())))
+        for check in step.get("checks", []):
+            if check["status"] == "fail":
+                kind = "FAILED" if check["severity"] == "blocking" else "warning"
+                lines.append(f"    {kind}: {check['name']}: {check['message']}")
         ps = step.get("pseudonymisation")
         if ps:
             lines.append(

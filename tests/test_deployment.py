@@ -516,6 +516,10 @@ def test_env_example_defines_the_connections_the_regions_name():
             if kind == "spark":
                 assert conn["conn_type"] == "spark" and conn["host"] == raw["spark"]["master"], \
                     f"{conn_id}: host must be the region's spark.master {raw['spark']['master']}"
+        audit = raw["audit"]
+        assert audit["type"] == "connection", f"{region}: production audits into its PostgreSQL connection"
+        assert conns.get(audit["connection"], {}).get("conn_type") == "postgres", \
+            f"{region}: audit connection {audit['connection']} missing from .env.example or not postgres"
 
 
 def test_env_example_openlineage_transport_is_json():

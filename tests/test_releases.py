@@ -154,13 +154,15 @@ def test_preflight_accepts_the_region_own_resources():
     region = _regions("production")["fr-paris"]
     dag = build_release_dag(region)
     paths = {**run_paths(region.lake_root, "2026-01", "r"), "input": "s3://snds-fr-paris-landing/deliveries/2026-01"}
-    checked = preflight(region, paths, dag.tasks, _Conns({"aws_fr_paris": _aws("eu-west-3")}))
-    assert checked["connections"] == {"aws_fr_paris": "eu-west-3"}
+    checked = preflight(region, paths, dag.tasks, _Conns({"aws_fr_paris": _aws("eu-west-3"),
+                                                         "audit_fr_paris": SimpleNamespace(conn_type="postgres")}))
+    assert checked["connections"] == {"aws_fr_paris": "eu-west-3", "audit_fr_paris": "postgres"}
     assert checked["locations"] >= 10 and checked["task_arguments"] > 0
 
 
 @pytest.mark.parametrize("case, error", [
     ("missing connection", "connection 'aws_fr_paris' (aws) is not defined"),
+    ("missing audit connection", "connection 'audit_fr_paris' (audit) is not defined"),
     ("connection in another region", "connection 'aws_fr_paris' points to AWS region 'us-east-1', not the region's 'eu-west-3'"),
     ("input in another region", "paths input 's3://snds-us-east-landing/deliveries/2026-01' is outside"),
     ("foreign task argument", "task merge application_args"),
@@ -174,11 +176,13 @@ def test_preflight_refuses_a_cross_wired_run(case, error):
     region = _regions("production")["fr-paris"]
     dag = build_release_dag(region)
     paths = {**run_paths(region.lake_root, "2026-01", "r"), "input": "s3://snds-fr-paris-landing/deliveries/2026-01"}
-    conns = {"aws_fr_paris": _aws("eu-west-3")}
+    conns = {"aws_fr_paris": _aws("eu-west-3"), "audit_fr_paris": SimpleNamespace(conn_type="postgres")}
     if case == "missing connection":
         conns = {}
+    elif case == "missing audit connection":
+        conns.pop("audit_fr_paris")
     elif case == "connection in another region":
-        conns = {"aws_fr_paris": _aws("us-east-1")}
+        conns["aws_fr_paris"] = _aws("us-east-1")
     elif case == "input in another region":
         paths["input"] = "s3://snds-us-east-landing/deliveries/2026-01"
     else:

@@ -61,3 +61,17 @@ def test_truth_check_compares_rows_dropped_by_the_rules_ingest_applies():
     f["dropped_by_rule"] = {}
     bad = truth_check({"ingest": report}, truth)
     assert bad["status"] == "mismatch" and "dropped by rule {}" in bad["differences"][0]
+
+
+def test_human_summary_names_failed_checks_and_warnings():
+    gate = {"step": "gate_model", "status": "failed", "seconds": 1.0,
+            "totals": {"checks": 3, "passed": 1, "failed": 1, "warnings": 1, "skipped": 0},
+            "checks": [{"name": "icd10_format", "severity": "blocking", "status": "fail", "message": "3 of 540"},
+                       {"name": "drift_from_previous_release", "severity": "warning", "status": "fail",
+                        "message": "1 of 10 (first: consults (vs release 2024-05))"},
+                       {"name": "patient_key_unique", "severity": "blocking", "status": "pass", "message": "0 of 300"}]}
+    text = human_summary({"release": "2024-06", "region": "local", "engine": "duckdb", "run_id": "r",
+                          "status": "failed", "steps": {"gate_model": gate}})
+    assert "    FAILED: icd10_format: 3 of 540" in text
+    assert "    warning: drift_from_previous_release: 1 of 10 (first: consults (vs release 2024-05))" in text
+    assert "patient_key_unique" not in text
