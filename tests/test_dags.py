@@ -31,8 +31,10 @@ def test_dagbag_imports_without_errors():
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
     assert bag.import_errors == {}
     regions = ("local", "fr-paris", "eu-frankfurt", "us-east")
-    assert set(bag.dags) == {f"snds_{kind}__{r}" for kind in ("release", "landing_watch", "key_rotation")
+    assert set(bag.dags) == {f"snds_{kind}__{r}" for kind in ("release", "landing_watch", "key_rotation", "cohorts")
                              for r in regions}
+    cohorts = bag.dags["snds_cohorts__local"]
+    assert cohorts.task_ids == ["t2d_treated"] and set(cohorts.params.keys()) == {"release", "model_run_id"}
     dag = bag.dags["snds_release__local"]
     upstream = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}
     assert upstream == {
@@ -72,10 +74,10 @@ IMPORT_CHECK = """
 
 
 @pytest.mark.parametrize("deployment, regions, expected", [
-    ("local", "", 12),
-    ("production", "fr-paris", 3),
-    ("production", "eu-frankfurt", 3),
-    ("production", "us-east", 3),
+    ("local", "", 16),
+    ("production", "fr-paris", 4),
+    ("production", "eu-frankfurt", 4),
+    ("production", "us-east", 4),
 ])
 def test_dag_file_is_cheap_to_import(deployment, regions, expected):
     """No Spark, DuckDB, pandas, boto3 or provider operator at import (they load when a task runs), and

@@ -133,6 +133,14 @@ def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp
 
     if engine != "duckdb":
         return  # the reruns below are engine-independent orchestration; they are paid once, on DuckDB
+    # The cohort DAG (triggered by hand here; by the publication's Asset event in a deployment) builds the
+    # example study over the version just published.
+    proc = run_cohort_dag(tmp_path, release)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    from spark_jobs.cohort import cohort_dir, read_cohort
+
+    built = read_cohort(cohort_dir(lake / "cohorts", "t2d_treated", release, summary["run_id"]))
+    assert built["model_run_id"] == summary["run_id"] and built["totals"]["patients"] > 0, built
     # A second run of the same release hashes nothing: every identifier is in the vault now.
     proc = run_release_dag(tmp_path, synth_delivery, engine, f"e2e-{engine}")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -170,6 +178,23 @@ def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp
     dry = json.loads(open(proc.stdout.strip().splitlines()[-1]).read())
     assert dry["status"] == "dry_run" and dry["steps"] == {} and not (lake / "ingest" / "release=dry").exists()
     assert not (lake / "published" / "release=dry").exists()
+
+
+def run_cohort_dag(tmp_path, release: str):
+    """`airflow dags test snds_cohorts__local` for `release`, in the Airflow home and regions of the
+    release runs above (helpers.run_release_dag)."""
+    import subprocess
+    import sys
+
+    from snds_operators.localrun import local_env
+    from snds_operators.regions import PROJECT_ROOT
+
+    env = {k: v for k, v in local_env().items()
+           if k not in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__UNIT_TEST_MODE")}
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), SNDS_REGIONS_DIR=str(tmp_path / "regions"), SNDS_REGIONS="local")
+    return subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "snds_cohorts__local", "-c",
+                           json.dumps({"release": release})], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def model_rows_of(summary: dict) -> dict:

@@ -4,7 +4,9 @@
   month is the release; backfills work the same way), manual trigger with Params, or an Asset event
   from the landing watch;
 - `snds_landing_watch__<region>`: daily; announces each complete new delivery of the landing zone;
-- `snds_key_rotation__<region>`: manual; new master key, vault re-wrapped.
+- `snds_key_rotation__<region>`: manual; new master key, vault re-wrapped;
+- `snds_cohorts__<region>` (snds_operators.cohorts): on each publication, the study cohorts of
+  config/studies/ over the published model.
 
 The DAG file (dags/snds_release.py) only calls `build_dags()`; everything here is cheap to import
 (no DuckDB, Spark or pandas): the steps run in their own processes or clusters.
@@ -521,8 +523,11 @@ def build_key_rotation_dag(region: Region) -> DAG:
 
 def build_dags() -> dict[str, DAG]:
     """Every DAG of the regions this Airflow runs ($SNDS_REGIONS, all by default)."""
+    from snds_operators.cohorts import build_cohort_dag  # imports this module: imported here, not at the top
+
     dags = {}
     for region in selected_regions(load_regions()).values():
-        for dag in (build_release_dag(region), build_landing_watch_dag(region), build_key_rotation_dag(region)):
+        for dag in (build_release_dag(region), build_landing_watch_dag(region), build_key_rotation_dag(region),
+                    build_cohort_dag(region)):
             dags[dag.dag_id] = dag
     return dags

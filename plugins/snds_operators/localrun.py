@@ -8,6 +8,7 @@
     python -m snds_operators.localrun sql [--region R] [-c QUERY]      # the region's catalog of published tables
     python -m snds_operators.localrun audit [--region R] list|show RUN_ID   # the region's run audit database
     python -m snds_operators.localrun versions [--region R] list|show|switch ...   # published versions
+    python -m snds_operators.localrun cohort --release R [--region R] [--study FILE] [--model-run-id ID]
 
 Airflow's metadata database is SQLite under var/airflow (project-local AIRFLOW_HOME). The release DAG
 runs with `airflow dags test`; its full log goes to var/airflow/run-logs/, and the terminal shows progress:
@@ -243,6 +244,16 @@ def region_versions(region_name: str | None, args: list[str]) -> int:
     return publish.main(["--lake", region.lake_root, "--region", region.name, *args])
 
 
+def region_cohort(region_name: str | None, release: str, studies: list[str], model_run_id: str | None) -> int:
+    """Study cohorts over a published release of the region (spark_jobs.cohort)."""
+    from spark_jobs import cohort
+
+    region = _region(region_name)
+    return cohort.main(["--lake", region.lake_root, "--region", region.name, "--release", release,
+                        *[a for s in studies for a in ("--study", s)],
+                        *(["--model-run-id", model_run_id] if model_run_id else []), *region.allowed_root_args()])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="snds_operators.localrun", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -269,7 +280,14 @@ def main(argv: list[str] | None = None) -> int:
         c = sub.add_parser(name, help=text)
         c.add_argument("--region", default=None, help="region name (default: the default region)")
         c.add_argument("args", nargs=argparse.REMAINDER, help=text)
+    c = sub.add_parser("cohort", help="study cohorts over a published release of the region")
+    c.add_argument("--region", default=None, help="region name (default: the default region)")
+    c.add_argument("--release", required=True)
+    c.add_argument("--study", action="append", default=[], help="study file (default: every config/studies/*.yaml)")
+    c.add_argument("--model-run-id", default=None, help="a published run (default: the release's current one)")
     args = p.parse_args(argv)
+    if args.cmd == "cohort":
+        return region_cohort(args.region, args.release, args.study, args.model_run_id)
     if args.cmd == "sql":
         return region_sql(args.region, args.query)
     if args.cmd == "audit":
