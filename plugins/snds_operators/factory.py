@@ -235,14 +235,18 @@ def build_release_dag(region: Region) -> DAG:
             # Who or what started the run, and with which code and configuration: the audit record's
             # first facts, written before any step runs (an unreachable audit database stops the run).
             run_type = getattr(dag_run, "run_type", None)
-            audit = {"dag_id": dag.dag_id, "run_type": str(getattr(run_type, "value", run_type)) if run_type else None,
+            audit = {"dag_id": dag.dag_id, "run_type": str(getattr(run_type, "value", run_type) or "") or None,
                      "triggered_by": getattr(dag_run, "triggering_user_name", None),
                      "code_version": code_version(), "config_hash": config_hash(config_files(region)),
                      "started_at": now_utc()}
-            with open_audit(region.audit_url()) as audit_db:
-                audit_db.record_run_start(region=region.name, release=run["release"], run_id=run_id,
-                                          trigger=run["trigger"], engine=region.engine, input_uri=run["input"],
-                                          **audit)
+            try:
+                with open_audit(region.audit_url()) as audit_db:
+                    audit_db.record_run_start(region=region.name, release=run["release"], run_id=run_id,
+                                              trigger=run["trigger"], engine=region.engine, input_uri=run["input"],
+                                              **audit)
+            except Exception as exc:  # no run without its audit record
+                raise AirflowFailException(f"region {region.name}: the audit database ({region.audit}) cannot "
+                                           f"record this run: {type(exc).__name__}: {exc}") from None
             print(f"region {region.name}: release {run['release']} ({run['trigger']}), delivery {run['input']}, "
                   f"steps {', '.join(run['steps'])}{' (dry run)' if run['dry_run'] else ''}")
             return {**paths, **run, "run_id": run_id, "audit": audit}
