@@ -408,7 +408,7 @@ def test_cohort_step_on_the_published_synthetic_model_matches_the_truth(tmp_path
         sqlglot.parse_one(trino, read="trino")
         sqlglot.parse_one((location / "attrition.trino.sql").read_text(), read="trino")
     example, _ = expected_cohort(truth, cohort.load_study(EXAMPLE))
-    assert 20 <= len(example) <= 60
+    assert 20 <= len(example) <= 100  # a real selection: neither empty nor most of the 300 beneficiaries
     assert expected_cohort(truth, cohort.load_study(variant))[1][-1] >= 5
 
 
