@@ -92,6 +92,19 @@ def synth_delivery(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synth_pipeline(synth_delivery, tmp_path_factory) -> tuple[Path, dict]:
+    """The synthetic delivery through ingest (its truth pseudonymised too), clean, merge and model on
+    DuckDB, once per session: (directory holding the zones ingest/, quarantine/, truth/, clean/, merge/,
+    model/; each step's report sections, status success). Shared: copy a zone before changing it."""
+    from helpers import ingest_delivery, run_steps_after_ingest
+
+    out = tmp_path_factory.mktemp("synth_pipeline")
+    reports = {"ingest": {**ingest_delivery("duckdb", synth_delivery, out, truth=True), "status": "success"}}
+    reports.update(run_steps_after_ingest("duckdb", out / "ingest", out))
+    return out, reports
+
+
+@pytest.fixture(scope="session")
 def synth_truth(synth_delivery) -> dict:
     return json.loads((synth_delivery / "_truth" / "manifest.json").read_text())
 

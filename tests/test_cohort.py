@@ -22,7 +22,7 @@ import pytest
 import sqlglot
 import yaml
 
-from helpers import ingest_delivery, run_steps_after_ingest, write_test_region
+from helpers import write_test_region
 from spark_jobs import cohort
 from spark_jobs.model import load_model_schema
 from spark_jobs.publish import publish
@@ -254,11 +254,9 @@ def test_trino_sql_parses_and_reads_the_same_rows(tmp_path):
 
 # --- the pipeline on the synthetic delivery, published ---------------------------------------------------
 @pytest.fixture(scope="module")
-def model_output(synth_delivery, tmp_path_factory):
+def model_output(synth_pipeline):
     """(model zone, model step report sections) of the pipeline on the synthetic delivery (DuckDB)."""
-    out = tmp_path_factory.mktemp("cohort-pipeline")
-    ingest_delivery("duckdb", synth_delivery, out)
-    reports = run_steps_after_ingest("duckdb", out / "ingest", out)
+    out, reports = synth_pipeline
     return out / "model", reports["model"]
 
 

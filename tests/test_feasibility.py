@@ -374,15 +374,11 @@ def assert_page_has_no_small_count(page: str) -> None:
 # --- the real pipeline on the synthetic delivery ---------------------------------------------------
 
 @pytest.fixture(scope="module")
-def synth_release(synth_delivery, tmp_path_factory):
+def synth_release(synth_pipeline, tmp_path_factory):
     """The session's synthetic delivery through ingest, clean, merge and model (DuckDB), with the run's
     step reports and two gate reports (their checks as the quality step writes them)."""
-    from helpers import ingest_delivery, run_steps_after_ingest
-
-    out = tmp_path_factory.mktemp("feasibility")
-    run_dir = out / "runs" / "release=S" / "t"
-    reports = {"ingest": ingest_delivery("duckdb", synth_delivery, out)}
-    reports.update(run_steps_after_ingest("duckdb", out / "ingest", out))
+    out, reports = synth_pipeline
+    run_dir = tmp_path_factory.mktemp("feasibility") / "runs" / "release=S" / "t"
     for step, sections in reports.items():
         lakefs.write_json(run_dir / "steps" / f"{step}.json",
                           {"step": step, "started_at": "2026-01-02T03:04:05+00:00", **sections})

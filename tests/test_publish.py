@@ -20,7 +20,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from helpers import ingest_delivery, run_steps_after_ingest
 from s3server import new_bucket, s3_client
 from spark_jobs import catalog, lakefs
 from spark_jobs.publish import (PublishError, current_manifest, list_versions, previous_release_manifest, publish,
@@ -36,11 +35,9 @@ FEW_PATIENTS = 100
 
 
 @pytest.fixture(scope="module")
-def model_output(synth_delivery, tmp_path_factory):
+def model_output(synth_pipeline):
     """(model zone, model step report sections) of the pipeline on the synthetic delivery."""
-    out = tmp_path_factory.mktemp("publish-pipeline")
-    ingest_delivery("duckdb", synth_delivery, out)
-    reports = run_steps_after_ingest("duckdb", out / "ingest", out)
+    out, reports = synth_pipeline
     return out / "model", reports["model"]
 
 
