@@ -42,7 +42,7 @@ from spark_jobs.bundle import resource
 from spark_jobs.engines import Engine
 from spark_jobs.lakefs import LakePath
 from spark_jobs.model import BUILD_ORDER
-from spark_jobs.report import code_version
+from spark_jobs.report import code_version, step_reports
 from spark_jobs.stepargs import step_parser
 from spark_jobs.steprun import StepError, parquet_files, run_step
 
@@ -212,11 +212,6 @@ def load_labels(directory, name: str) -> dict[str, str]:
 
 
 # --- aggregates ------------------------------------------------------------------------------------
-
-def _read_report(run_dir: LakePath, step: str) -> dict | None:
-    path = run_dir / "steps" / f"{step}.json"
-    return lakefs.read_json(path) if lakefs.is_file(path) else None
-
 
 def _register_model(engine: Engine, model_zone: LakePath, tables) -> None:
     for table in tables:
@@ -459,8 +454,8 @@ def build_report(engine: Engine, model_zone, run_dir, nomenclatures, release: st
     """The report's aggregates, masked: a JSON-serialisable dict (what render_html draws)."""
     model_zone, run_dir = lakefs.current(model_zone), LakePath(run_dir)
     nomenclatures = Path(nomenclatures) if nomenclatures else resource(NOMENCLATURES_DIR)
-    reports = {s: _read_report(run_dir, s)
-               for s in ("ingest", "clean_dcir", "clean_pmsi", "merge", "model", *GATES)}
+    found = step_reports(run_dir)
+    reports = {s: found.get(s) for s in ("ingest", "clean_dcir", "clean_pmsi", "merge", "model", *GATES)}
     _register_model(engine, model_zone, BUILD_ORDER)
     try:
         model_rows = dict(engine.rows(sqlrender.render("report/model_rows.sql", tables=BUILD_ORDER)))

@@ -40,7 +40,7 @@ from spark_jobs.delivery import DeliveryError, IngestConfig
 from spark_jobs.engines import Engine
 from spark_jobs.lakefs import LakePath
 from spark_jobs.model import load_model_schema
-from spark_jobs.report import truth_check
+from spark_jobs.report import step_reports, truth_check
 from spark_jobs.stepargs import add_config_args, step_parser
 from spark_jobs.steprun import StepError, parquet_files, parquet_footer, parquet_rows, run_step
 
@@ -126,16 +126,8 @@ class Gate:
         self.truth = lakefs.current(truth) if truth else None
         self.lake = LakePath(lake) if lake else None
         self.window = release_window(release, self.settings.get("release_window_start", "2006-01-01"), today)
-        self.reports = self._reports()
+        self.reports = step_reports(self.run_dir)
         self._views: dict[tuple[str, str], str | None] = {}
-
-    def _reports(self) -> dict:
-        reports = {}
-        for path in lakefs.list_files(self.run_dir / "steps", ".json", recursive=False):
-            if not path.name.startswith("."):
-                data = lakefs.read_json(path)
-                reports[data.get("step", path.name[: -len(".json")])] = data
-        return reports
 
     # -- tables
     def families(self, zone: str) -> list[LakePath]:

@@ -142,6 +142,17 @@ def _status(steps: dict, selected: list[str] | None, dry_run: bool) -> str:
     return "success" if ok else "failed"
 
 
+def step_reports(run_dir) -> dict:
+    """The step reports of a run (`<run_dir>/steps/*.json`), by step name; reports being written
+    (hidden temporary files) are left out."""
+    reports = {}
+    for path in lakefs.list_files(LakePath(run_dir) / "steps", ".json", recursive=False):
+        if not path.name.startswith("."):
+            data = lakefs.read_json(path)
+            reports[data["step"]] = data
+    return reports
+
+
 def assemble_summary(run_dir, *, region: str, release: str, run_id: str, engine: str,
                      input_uri: str, truth_manifest=None, extra: dict | None = None,
                      selected_steps: list[str] | None = None, dry_run: bool = False) -> LakePath:
@@ -150,13 +161,8 @@ def assemble_summary(run_dir, *, region: str, release: str, run_id: str, engine:
     fails the run. A run that selected some steps succeeds when those did (`selected_steps`: every
     report expected, gates and publish included) and no report failed; a dry run has the status
     `dry_run`. `run_dir` and `truth_manifest` are local paths or s3:// URIs."""
-    steps = {}
     run_dir = LakePath(run_dir)
-    for report in lakefs.list_files(run_dir / "steps", ".json", recursive=False):
-        if report.name.startswith("."):
-            continue  # a report being written
-        data = lakefs.read_json(report)
-        steps[data["step"]] = data
+    steps = step_reports(run_dir)
     summary = {
         "summary_version": SUMMARY_VERSION,
         "region": region,
