@@ -240,10 +240,11 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
     out, q_out = StagedOutputs(output, run_id), StagedOutputs(quarantine, run_id)
     t_out = StagedOutputs(truth, run_id) if truth else None
     truth_rows = None
-    # Input checksums for the run's audit record, hashed on a thread while the engine parses (hashlib
-    # and the engines release the GIL): the audit names exactly which bytes a release was built from.
+    # Input checksums for the run's audit record. A local delivery is hashed on a thread while the engine
+    # parses (hashlib and the engines release the GIL); one on S3 file by file after its parse, so that
+    # no object is read by two clients at once.
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-    checksums = {f.path: hasher.submit(lakefs.sha256, f.path) for f in files}
+    checksums = {f.path: hasher.submit(lakefs.sha256, f.path) for f in files if not f.path.is_s3}
     tables: dict[str, dict] = {}
     by_reason: dict[str, int] = {}
     by_table: dict[str, int] = {}
@@ -251,7 +252,8 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
     try:
         for f in files:
             counts = ingest_file(engine, f, cfg, out.stage, q_out.stage)
-            counts["sha256"], counts["bytes"] = checksums[f.path].result()
+            counts["sha256"], counts["bytes"] = (checksums[f.path].result() if f.path in checksums
+                                                 else lakefs.sha256(f.path))
             t = tables.setdefault(
                 f.table,
                 {"path": str(output / f.table), "rows_read": 0, "rows": 0, "quarantined": 0, "dropped": 0,

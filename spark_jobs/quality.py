@@ -128,15 +128,17 @@ class Gate:
         self.window = release_window(release, self.settings.get("release_window_start", "2006-01-01"), today)
         self.reports = step_reports(self.run_dir)
         self._views: dict[tuple[str, str], str | None] = {}
+        self._families: dict[str, list[LakePath]] = {}
 
     # -- tables
     def families(self, zone: str) -> list[LakePath]:
         """The current locations holding a zone's tables: the clean zone has a dcir/ and a pmsi/ family,
-        each written (and, on S3, versioned) by its own step."""
-        root = self.zones.get(zone)
-        if root is None:
-            return []
-        return [lakefs.current(root / family) for family in ("dcir", "pmsi")] if zone == "clean" else [root]
+        each written (and, on S3, versioned) by its own step. Resolved once (a pointer read on S3)."""
+        if zone not in self._families:
+            root = self.zones.get(zone)
+            self._families[zone] = ([] if root is None else [root] if zone != "clean"
+                                    else [lakefs.current(root / family) for family in ("dcir", "pmsi")])
+        return self._families[zone]
 
     def table_dir(self, zone: str, table: str) -> LakePath | None:
         """Where a zone keeps a table, or None if the release has no such table."""
