@@ -13,7 +13,10 @@ After each warm ingest, the rest of the release pipeline runs on the same engine
 process as in the DAG (clean_dcir, clean_pmsi, gate_clean, merge, model, gate_model with the
 row-for-row comparison against the generator's truth, feasibility_report): per-step time and rows/s
 per core, and the whole pipeline (argon2 excluded) as input rows/s per core and as a ratio to the I/O
-floor. (Publish, a pointer switch and a catalog refresh in the Airflow worker, is not a step job.)
+floor. The model step's report gives the medico-economic (cost) tables' share of it. (Publish, a
+pointer switch and a catalog refresh in the Airflow worker, is not a step job.) On DuckDB the run's
+model is then published and the example study's cohort (config/studies/t2d_treated.yaml) is built
+over it as `make cohort` does, timed on its own (not part of the pipeline total).
 Then the cost of hashing itself, with the production argon2 parameters (t=2, 19 MiB): a cold ingest
 of a 2,000-beneficiary delivery on each engine, reported as new identifiers per second per core.
 Each is a separate process; wall time and peak RSS (largest process of its tree) are recorded.
@@ -34,7 +37,9 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+from spark_jobs.cohort import TABLES as COHORT_TABLES  # noqa: E402
 from spark_jobs.keys import LocalKeyFile  # noqa: E402
+from spark_jobs.model import COST_TABLES  # noqa: E402
 from spark_jobs.spark_conf import SPARK_QUIET_CONF, SPARK_SQL_CONF  # noqa: E402
 
 FAST_ARGON2 = ["--argon2-time-cost", "1", "--argon2-memory-kib", "64", "--argon2-parallelism", "1"]
@@ -124,14 +129,17 @@ def bench_size(n: int, years: str, work: Path, cores: int, engines: list[str]) -
         if label == "vault warm":
             # The whole pipeline, argon2 excluded (the vault knows every identifier): ingest + the rest.
             m["steps"] = run_after_ingest(engine, out, cores, logs, f"bench-{n}", delivery)
-            total = m["seconds"] + sum(step["seconds"] for step in m["steps"].values())
+            total = m["seconds"] + sum(step["seconds"] for name, step in m["steps"].items() if name != "cohort")
             m["pipeline"] = {"seconds": round(total, 2), "rows_per_s_per_core": round(rows / total / cores),
                              "ratio_to_io_floor": round(total / floor["seconds"], 2),
                              "peak_rss_mb": max(x["peak_rss_mb"] or 0 for x in [m, *m["steps"].values()])}
+            m["pipeline"]["excludes"] = "cohort"
         shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(work / f"floor-n{n}", ignore_errors=True)
     shutil.rmtree(secure, ignore_errors=True)
     return result
+
+
 
 
 def run_step(engine: str, step: str, args: list[str], cores: int, log: Path) -> dict:
@@ -180,7 +188,8 @@ AFTER_INGEST = (
      _written("ingest", "clean_dcir", "clean_pmsi")),
     ("merge", "merge", lambda o: ["--input", str(o / "clean"), "--output", str(o / "merge")],
      lambda r: r["merge"]["totals"]["rows_read"]),
-    ("model", "model", lambda o: ["--input", str(o / "merge"), "--ingest", str(o / "ingest"), "--output", str(o / "model")],
+    ("model", "model", lambda o: ["--input", str(o / "merge"), "--ingest", str(o / "ingest"), "--clean", str(o / "clean"),
+                                  "--output", str(o / "model")],
      lambda r: r["model"]["totals"]["rows_read"]),
     ("quality", "gate_model", lambda o: ["--stage", "model", "--run-dir", str(o / "run"), "--clean", str(o / "clean"),
                                          "--merge", str(o / "merge"), "--model", str(o / "model"),
@@ -206,8 +215,31 @@ def run_after_ingest(engine: str, out: Path, cores: int, logs: Path, release: st
         m["rows_per_s_per_core"] = round(m["rows_in"] / m["seconds"] / cores)
         if module == "quality":
             m["checks"] = reports[name]["totals"]
+        if name == "model":  # the medico-economic tables' share of the model step, from its report
+            m["medico_economic_seconds"] = reports[name]["medico_economic_seconds"]
+            m["cost_rows"] = {t: reports[name]["tables"][t]["rows"] for t in COST_TABLES}
         steps[name] = m
+    if engine == "duckdb":
+        steps["cohort"] = run_cohort(out, release, cores, logs / f"{release}-cohort.log")
     return steps
+
+
+def run_cohort(out: Path, release: str, cores: int, log: Path) -> dict:
+    """Publish the run's model (untimed: pointer and catalog writes), then time the example study's
+    cohort build over it as `make cohort` runs it (spark_jobs.cohort, DuckDB over the published model)."""
+    from spark_jobs.publish import publish
+
+    publish(out, region="bench", release=release, run_id="bench-duckdb", run_dir=out / "run", model_zone=out / "model")
+    study = PROJECT_ROOT / "config" / "studies" / "t2d_treated.yaml"
+    print(f"[{release}] cohort {study.stem} ...", flush=True)
+    m = measured([PY, "-m", "spark_jobs.cohort", "--lake", str(out), "--region", "bench", "--release", release,
+                  "--study", str(study), "--duckdb-threads", str(cores)], log=log)
+    built = json.loads((out / "cohorts" / study.stem / f"release={release}" / "latest.json").read_text())
+    report = json.loads((Path(built["location"]) / "cohort.json").read_text())
+    model_rows = sum(json.loads(_report(out, "model").read_text())["tables"][t]["rows"] for t in COHORT_TABLES)
+    m.update(rows_in=model_rows, rows_per_s_per_core=round(model_rows / m["seconds"] / cores),
+             patients=report["totals"]["patients"], candidates=report["totals"]["candidates"])
+    return m
 
 
 def bench_hashing(n: int, years: str, work: Path, cores: int, engines: list[str]) -> dict:
@@ -254,8 +286,11 @@ def print_table(results: list[dict], cores: int) -> None:
                 continue
             for name, step in m["steps"].items():
                 print(f"{r['beneficiaries']:>8,} {engine:>7} {name:>18} {step['seconds']:>7.1f}s {step['rows_in']:>11,} "
-                      f"{step['rows_per_s_per_core']:>12,} {step['peak_rss_mb']:>7.0f}MB")
-            pl = m["pipeline"]
+                      f"{step['rows_per_s_per_core']:>12,} {step['peak_rss_mb']:>7.0f}MB"
+                      + (f"  (medico-economic tables: {step['medico_economic_seconds']:.1f} s, "
+                         f"{sum(step['cost_rows'].values()):,} rows)" if name == "model" else "")
+                      + (f"  ({step['patients']:,} of {step['candidates']:,} candidates)" if name == "cohort" else ""))
+            pl = m["pipeline"]  # the cohort is built after publication: not a pipeline step
             print(f"{r['beneficiaries']:>8,} {engine:>7} {'pipeline':>18} {pl['seconds']:>7.1f}s {r['input_rows']:>11,} "
                   f"{pl['rows_per_s_per_core']:>12,} {pl['peak_rss_mb']:>7.0f}MB  = {pl['ratio_to_io_floor']:.2f} x I/O floor")
     print("(pipeline = ingest with a warm vault + clean_dcir + clean_pmsi + gate_clean + merge + model + gate_model + "

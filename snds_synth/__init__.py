@@ -6,7 +6,7 @@ or, from Python, `snds_synth.generate(out_dir, n, seed, years=(2019, 2021))`, wh
 manifest. See docs/synthetic-data.md.
 """
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 from .generate import GeneratorError, generate  # noqa: E402
 

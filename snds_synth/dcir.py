@@ -6,6 +6,8 @@ Vocabulary
              1 DPN_QLF = 71, 2 PRS_DPN_QLP = 71, 3 BSE_PRS_NAT = 0, 4 ER_ETE_F.ETE_IND_TAA = 1
              5 fully cancelled original, 6 its cancelling line, 7 cancelling line of a partial régularisation
              8 malformed (quarantined by ingest)
+           Private clinic stays (CAT_ETAB) and medical transport (CAT_TRANSPORT) are never planted: all
+           their lines are world lines, and each clinic line is also a PMSI MCO stay (pmsi.py).
   décompte (dct) lines processed together: they share FLX_* keys, ORG_CLE_NUM and DCT_ORD_NUM and are
            numbered by PRS_ORD_NUM.
   detail   ER_PHA_F / ER_BIO_F / ER_CAM_F / ER_TIP_F / ER_UCD_F / ER_ETE_F rows, attached to a line.
@@ -28,11 +30,14 @@ from .fmt import NULL_DAY, add_months, day, month_start, ymd
 from .table import Cols, first_of_groups, group_ids
 from .world import Patients, Period, Providers, age_years
 
-CAT_CONSULT, CAT_MAJ, CAT_PF, CAT_PHARMA, CAT_BIO, CAT_NURSE, CAT_KINE, CAT_CCAM, CAT_DEVICE, CAT_ETAB, CAT_UCD = range(11)
+CAT_CONSULT, CAT_MAJ, CAT_PF, CAT_PHARMA, CAT_BIO, CAT_NURSE, CAT_KINE, CAT_CCAM, CAT_DEVICE, CAT_ETAB, CAT_UCD, CAT_TRANSPORT = range(12)
 
 ROLE_WORLD, ROLE_DPN71, ROLE_STRICT, ROLE_BSE0, ROLE_TAA1, ROLE_FULL_ORIG, ROLE_FULL_CANCEL, ROLE_PARTIAL_CANCEL, ROLE_MALFORMED = range(9)
 
 CONSULT_NATURES = (1098, 1110, 1111, 1112, 1113, 1114, 1115, 1191, 1192)
+CLINIC_NATURE = 2211  # FRAIS DE SEJOUR: every private clinic stay line
+TRANSPORT_NATURES = (4212, 4213, 4214)  # ambulances, VSL, taxis
+TRANSPORT_SHARES = (0.3, 0.3, 0.4)
 CCAM_NATURE = {"ADC": 1321, "ACO": 1322, "ADE": 1324, "ADI": 1351, "ATM": 1352}
 DETAILS = ("PHA", "BIO", "CAM", "TIP", "UCD", "ETE")
 
@@ -348,9 +353,9 @@ def build(rng: np.random.Generator, period: Period, p: Patients, prov: Providers
     _tick("devices")
     # ---------------------------------------------------------------- private clinic stays (ER_ETE_F)
     pid, d, row = draw(rng, ex, _rate(ex, "etab"))
-    clinics = np.flatnonzero((codes.finess_sector == "private"))
+    clinics = np.flatnonzero((codes.finess_sector == "private") & (np.char.find(codes.finess_sources.astype(str), "MCO") >= 0))
     et = clinics[rng.integers(0, len(clinics), len(pid))]
-    nat = np.where(rng.random(len(pid)) < 0.8, 2211, 2252)
+    nat = np.full(len(pid), CLINIC_NATURE)
     days_ = rng.integers(1, 8, len(pid))
     dtf = np.minimum(d + days_ - 1, life_end[pid])
     days_ = dtf - d + 1
@@ -359,6 +364,7 @@ def build(rng: np.random.Generator, period: Period, p: Patients, prov: Providers
                  rate=80, ppu=2)
     k = first_of_groups(eta["pid"], eta["dtd"], eta["dtf"], eta["etab"], eta["nat"])
     eta = eta.take(k)
+    eta = eta.take(_non_overlapping(eta["pid"], eta["etab"], eta["dtd"], eta["dtf"]))
     eta["dct"] = np.arange(eta.n)
     eta["sub"] = np.ones(eta.n, dtype=np.int64)
     u = rng.random(eta.n)
@@ -384,6 +390,21 @@ def build(rng: np.random.Generator, period: Period, p: Patients, prov: Providers
     parts.append((ucd, {"UCD": ucdd}))
 
     _tick("retroceded drugs")
+    # ---------------------------------------------------------------- medical transport (no detail rows)
+    pid, d, row = draw(rng, ex, np.where(ex.band >= 4, 0.4, 0.05) * np.where(ex.ald, 3.0, 1.0))
+    nt = len(pid)
+    nat = np.asarray(TRANSPORT_NATURES)[_pick_shares(rng, nt, TRANSPORT_SHARES)]
+    amb, tax = prov.idx["AMB"], prov.idx["TAX"]
+    pv = np.where(nat == 4214, tax[rng.integers(0, len(tax), nt)], amb[rng.integers(0, len(amb), nt)])
+    base = rng.integers(250, 1501, nt) * 20  # 50.00-300.00 EUR, a multiple of 0.20 so that 65 % is whole cents
+    exo = np.where(ex.ald[row] & (rng.random(nt) < 0.7), 41, 0)
+    tra = _lines(nt, pid=pid, cat=CAT_TRANSPORT, nat=nat, dtd=d, prov=pv, base=base, paid=base, rate=65, exo=exo,
+                 presc=prov.idx["GP"][p.gp[pid] % len(prov.idx["GP"])])
+    tra = tra.take(first_of_groups(tra["pid"], tra["dtd"], tra["prov"], tra["nat"]))
+    tra["dct"] = np.arange(tra.n)
+    parts.append((tra, {}))
+
+    _tick("transport")
     # ---------------------------------------------------------------- assemble
     lines_l, det = [], {k: [] for k in DETAILS}
     off_line = off_dct = 0
@@ -451,6 +472,29 @@ def build(rng: np.random.Generator, period: Period, p: Patients, prov: Providers
     return Dcir(lines=lines, det=det, counts=counts, regul=regul)
 
 
+def _pick_shares(rng, n: int, shares) -> np.ndarray:
+    w = np.asarray(shares, dtype=float)
+    return rng.choice(len(w), size=n, p=w / w.sum())
+
+
+def _non_overlapping(pid, etab, dtd, dtf) -> np.ndarray:
+    """Indices (sorted) of the lines to keep so that no two lines of a patient at one establishment overlap
+    in [dtd, dtf]: a line overlapping an earlier one (by dtd, then dtf) of the same group is dropped."""
+    n = len(pid)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    dtd, dtf = np.asarray(dtd, np.int64), np.asarray(dtf, np.int64)
+    o = np.lexsort((dtf, dtd, etab, pid))
+    p_, e_, a, b = pid[o], etab[o], dtd[o] - dtd.min(), dtf[o] - dtd.min()
+    same = np.r_[False, (p_[1:] == p_[:-1]) & (e_[1:] == e_[:-1])]
+    gid = np.cumsum(~same)
+    span = int(b.max()) + 1
+    run = np.maximum.accumulate(gid * span + b)  # running max of dtf within the group (groups ascend)
+    prev = np.r_[-1, run[:-1]] - gid * span
+    drop = same & (a <= prev)
+    return np.sort(o[~drop])
+
+
 RATES_ANOMALY = {ROLE_DPN71: 0.004, ROLE_STRICT: 0.002, ROLE_BSE0: 0.002, ROLE_TAA1: 0.003,
                  ROLE_FULL_ORIG: 0.003, "partial": 0.002}
 
@@ -462,7 +506,8 @@ def _plant(rng, period, p, prov, codes, lines, det) -> tuple[dict, dict]:
     never_dies = p.death[lines["pid"]] == NULL_DAY
     late_ok = lines["T"] <= period.flux_cap - 95
     sub = lines["sub"]
-    free = ~lines["protected"] & single
+    # clinic stays (also PMSI stays) and transport lines are never planted
+    free = ~lines["protected"] & single & ~np.isin(cat, [CAT_ETAB, CAT_TRANSPORT])
     info_ok = free & np.isin(cat, [CAT_CONSULT, CAT_BIO, CAT_CCAM])
     cancel_ok = free & never_dies & late_ok & (
         (cat == CAT_CONSULT) | (np.isin(cat, [CAT_PHARMA, CAT_BIO, CAT_DEVICE, CAT_UCD]) & (sub == 1)))

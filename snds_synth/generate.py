@@ -12,11 +12,13 @@ import numpy as np
 from snds_operators.landing import write_manifest
 
 from . import __version__
+from . import ace as ace_mod
 from . import codes as codes_mod
 from . import dcir as D
 from . import drugs as drugs_mod
 from . import pmsi as P
 from . import render, truth, world
+from .table import Cols
 from .writer import Profile, write_table
 
 DCIR_RULES = ("dcir_for_information", "dcir_for_information_strict", "dcir_bse_prs_nat_0", "dcir_ete_ind_taa_1",
@@ -78,17 +80,24 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
     d = D.build(rng, period, pats, prov, drugs, codes)
     log(f"DCIR: {d.lines.n} ER_PRS_F lines")
     ex = D.exposure(pats, period, codes)
-    pm = P.build(rng, period, pats, codes, ex)
-    log(f"PMSI: {pm.stays.n} stays")
+    L = d.lines
+    cl = np.flatnonzero((L["cat"] == D.CAT_ETAB) & (L["role"] == D.ROLE_WORLD))
+    clinic = Cols(pid=L["pid"][cl].astype(np.int64), dtd=L["dtd"][cl].astype(np.int64), dtf=L["dtf"][cl].astype(np.int64),
+                  etab=L["etab"][cl].astype(np.int64), line=cl)
+    pm = P.build(rng, period, pats, codes, ex, clinic)
+    log(f"PMSI: {pm.stays.n} stays ({clinic.n} private clinic MCO stays)")
+    ace = ace_mod.build(rng, period, pats, codes, ex)
+    log(f"ACE: {ace.visits.n} outpatient hospital visits")
 
     files_dcir, _ = render.render_dcir(rng, d, pats, prov, drugs, codes, period, profile)
     files_pmsi, pmsi_info = render.render_pmsi(rng, pm, pats, codes, period, profile)
+    files_ace, ace_info = render.render_ace(ace, pats, codes, period, profile)
     files_refs, refs_info = render.render_refs(rng, pats, drugs, codes, period, profile)
     manifest_files = {}
-    for fname, fd in {**files_dcir, **files_refs, **files_pmsi}.items():
+    for fname, fd in {**files_dcir, **files_refs, **files_pmsi, **files_ace}.items():
         manifest_files[fname] = write_table(out, fname, fd.table, fd.year, fd.data, profile, fd.corrupt)
     # per-file cleaning counts
-    pf = pmsi_info["per_file_cleaning"]
+    pf = {**pmsi_info["per_file_cleaning"], **ace_info["per_file_cleaning"]}
     prs = manifest_files["ER_PRS_F.csv"]
     prs["cleaning"] = {r: int(d.counts[r]) for r in DCIR_RULES}
     for fname, entry in manifest_files.items():
@@ -96,32 +105,33 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
             entry["cleaning"] = pf[fname]
         entry.setdefault("cleaning", {})
 
-    # cleaning: rows removed per rule and table
+    # cleaning: rows removed per rule and table = the sum of the per-file counts
     cleaning = {r: {} for r in ALL_RULES}
     for r in DCIR_RULES:
         cleaning[r]["ER_PRS_F"] = int(d.counts[r])
-    for fname, entry in manifest_files.items():
+    for fname, entry in sorted(manifest_files.items()):
         for r, k in entry["cleaning"].items():
             if r in PMSI_RULES:
                 cleaning[r][entry["table"]] = cleaning[r].get(entry["table"], 0) + int(k)
-    # B-table rules count B rows (SSR: one row per RHS week) -> recount from stays
-    st = pm.stays
-    for s_i, s in enumerate(P.SOURCES):
-        rows = np.where(st["src"] == s_i, st["weeks"] if s == "SSR" else 1, 0)
-        cleaning["pmsi_geographic_finess_duplicate"][f"T_{s}aaB"] = int(rows[st["role"] == P.ROLE_GEO_COPY].sum())
-        cleaning["pmsi_bad_chaining"][f"T_{s}aaC"] = int(np.sum((st["role"] == P.ROLE_CHAINING) & (st["src"] == s_i)))
-        cleaning["pmsi_placeholder_nir"][f"T_{s}aaC"] = int(np.sum((st["role"] == P.ROLE_PLACEHOLDER) & (st["src"] == s_i)))
-    cleaning["mco_error_ghm"] = {"T_MCOaaB": int(np.sum((st["role"] == P.ROLE_ERROR) & (st["src"] == P.MCO)))}
-    cleaning["ssr_error_gme"] = {"T_SSRaaB": int(st["weeks"][(st["role"] == P.ROLE_ERROR) & (st["src"] == P.SSR)].sum())}
-    cleaning["had_error_ghpc"] = {"T_HADaaB": int(np.sum((st["role"] == P.ROLE_ERROR) & (st["src"] == P.HAD)))}
-    cleaning["mco_ghs_9999"] = {"T_MCOaaB": int(np.sum(st["role"] == P.ROLE_GHS9999))}
-    stays_removed = {r: {s: int(np.sum((st["role"] == role) & (st["src"] == i))) for i, s in enumerate(P.SOURCES)}
-                     for r, role in (("pmsi_bad_chaining", P.ROLE_CHAINING), ("pmsi_placeholder_nir", P.ROLE_PLACEHOLDER),
-                                     ("pmsi_geographic_finess_duplicate", P.ROLE_GEO_COPY), ("error_group", P.ROLE_ERROR),
-                                     ("mco_ghs_9999", P.ROLE_GHS9999))}
+    st, vis = pm.stays, ace.visits
+    stays_removed = {}
+    for r, role in (("pmsi_bad_chaining", P.ROLE_CHAINING), ("pmsi_placeholder_nir", P.ROLE_PLACEHOLDER),
+                    ("pmsi_geographic_finess_duplicate", P.ROLE_GEO_COPY), ("error_group", P.ROLE_ERROR),
+                    ("mco_ghs_9999", P.ROLE_GHS9999)):
+        stays_removed[r] = {s: int(np.sum((st["role"] == role) & (st["src"] == i))) for i, s in enumerate(P.SOURCES)}
+        stays_removed[r]["ACE"] = int(np.sum(vis["role"] == role))
+    # cross-check: the stay tables' counts are the stays' (SSR B: weeks)
+    for i, s in enumerate(P.SOURCES):
+        m = st["src"] == i
+        ctab, btab = f"T_{s}aaC", ("T_RIPaaRSA" if s == "RIP" else f"T_{s}aaB")
+        assert cleaning["pmsi_bad_chaining"].get(ctab, 0) == stays_removed["pmsi_bad_chaining"][s]
+        assert cleaning["pmsi_placeholder_nir"].get(ctab, 0) == stays_removed["pmsi_placeholder_nir"][s]
+        if s != "RIP":
+            geo_rows = int(st["weeks"][m & (st["role"] == P.ROLE_GEO_COPY)].sum())
+            assert cleaning["pmsi_geographic_finess_duplicate"].get(btab, 0) == geo_rows
 
     log("truth events")
-    events = truth.build_events(pats, prov, drugs, codes, d, pm)
+    events, cost_exclusions = truth.build_events(pats, prov, drugs, codes, d, pm, ace)
     tdir = out / "_truth" / "events"
     tdir.mkdir(parents=True)
     ev_counts = {}
@@ -150,6 +160,7 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
         "cleaning_stays": stays_removed,
         "regularisation": d.regul,
         "geographic_finess_kept_stays": pm.counts["geographic_finess_kept"],
+        "cost_exclusions": cost_exclusions,
         "dotted_icd10": dict(sorted(dotted.items())),
         "events": ev_counts,
         "patients": {"n": n, "deaths": int(pats.dead.sum()), "incoherent_deaths": int(pats.incoherent.sum())},

@@ -8,12 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import ace as A
 from . import dcir as D
 from . import pmsi as P
 from .codes import Codes
 from .drugs import Drugs
-from .fmt import (NULL_DAY, PLACEHOLDER_DEATH, add_months, month_start, s_cents, s_const, s_fixed, s_int, s_take,
-                  s_zero_pad)
+from .fmt import (NULL_DAY, PLACEHOLDER_DEATH, add_months, month_start, s_cents, s_const, s_fixed, s_int, s_null_empty,
+                  s_take, s_zero_pad)
 from .table import group_ids, rank_in_group
 from .world import PLACEHOLDER_NIRS, Patients, Period, Providers, age_months, age_years, random_ids
 from .writer import Formatter, Lazy, Profile
@@ -236,6 +237,30 @@ def render_dcir(rng, d: D.Dcir, p: Patients, prov: Providers, drugs: Drugs, code
 
 
 # ======================================================================================= PMSI
+ERR_RULE = {P.MCO: "mco_error_ghm", P.SSR: "ssr_error_gme", P.HAD: "had_error_ghpc"}
+RULE_ROLE = {"pmsi_bad_chaining": P.ROLE_CHAINING, "pmsi_placeholder_nir": P.ROLE_PLACEHOLDER,
+             "pmsi_geographic_finess_duplicate": P.ROLE_GEO_COPY, "mco_ghs_9999": P.ROLE_GHS9999,
+             "mco_error_ghm": P.ROLE_ERROR, "ssr_error_gme": P.ROLE_ERROR, "had_error_ghpc": P.ROLE_ERROR}
+
+
+def rule_counts(roles: np.ndarray, rules) -> dict:
+    """Rows removed per cleaning rule, given the role of each row's stay (visit)."""
+    return {r: int(np.sum(roles == RULE_ROLE[r])) for r in rules}
+
+
+def sub_rules(s_i: int) -> list:
+    """The rules under which the rows of a stay's billing / valuation sub-tables are counted: the stay's
+    rules except the placeholder NIR (dropped by ingest with the C row: the sub-rows are then orphans)."""
+    if s_i == P.RIP:
+        return ["pmsi_bad_chaining"]
+    return ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate", ERR_RULE[s_i]] + (["mco_ghs_9999"] if s_i == P.MCO else [])
+
+
+def _opt(values: np.ndarray) -> pa.Array:
+    """numpy strings -> pa strings, '' as null."""
+    return s_null_empty(pa.array(np.asarray(values).astype(str), pa.string()))
+
+
 def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, profile: Profile) -> tuple[dict, dict]:
     st = pm.stays
     files: dict[str, FileData] = {}
@@ -254,7 +279,7 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
             start, end = st["start"][sel], st["end"][sel]
             role = st["role"][sel]
             eta = s_take(codes.finess, st["eta"][sel])
-            width = {0: 10, 1: 7, 2: 5}[s_i]
+            width = P.ID_WIDTH[s_i]
             ident = s_zero_pad(st["ident"][sel], width)
             sex = s_int(p.sex[pid])
             dep = s_take(pa.array(_dpt2(codes, p.dpt).astype(str)), pid)
@@ -267,24 +292,21 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
             chc = st["chain_col"][sel]
             for j, c in enumerate(P.CHAINING_COLUMNS):
                 ret[c][(role == P.ROLE_CHAINING) & (chc == j)] = 1
-            bname, cname = f"T_{s}{yy}B", f"T_{s}{yy}C"
-            tb, tc = f"T_{s}aaB", f"T_{s}aaC"
+            bsfx = "RSA" if s_i == P.RIP else "B"
+            bname, cname = f"T_{s}{yy}{bsfx}", f"T_{s}{yy}C"
+            tb, tc = f"T_{s}aa{bsfx}", f"T_{s}aaC"
+            real = role != P.ROLE_MALFORMED  # stays with billing / valuation rows
             Fb, Fc = Formatter(profile, tb), Formatter(profile, tc)
             reasons = st["reason"][sel]
             cor_b = [(i, r[2:]) for i, r in enumerate(reasons) if r is not None and r.startswith("B:")]
             cor_c = [(i, r[2:]) for i, r in enumerate(reasons) if r is not None and r.startswith("C:")]
             # cleaning counts of this file (stays)
-            per_file_cleaning[bname + ".csv"] = {}
-            per_file_cleaning[cname + ".csv"] = {
-                "pmsi_bad_chaining": int(np.sum(role == P.ROLE_CHAINING)),
-                "pmsi_placeholder_nir": int(np.sum(role == P.ROLE_PLACEHOLDER)),
-            }
-            bclean = per_file_cleaning[bname + ".csv"]
-            bclean["pmsi_geographic_finess_duplicate"] = int(np.sum(role == P.ROLE_GEO_COPY))
-            err_rule = {0: "mco_error_ghm", 1: "ssr_error_gme", 2: "had_error_ghpc"}[s_i]
-            bclean[err_rule] = int(np.sum(role == P.ROLE_ERROR))
-            if s_i == P.MCO:
-                bclean["mco_ghs_9999"] = int(np.sum(role == P.ROLE_GHS9999))
+            per_file_cleaning[cname + ".csv"] = rule_counts(role, ["pmsi_bad_chaining", "pmsi_placeholder_nir"])
+            if s_i == P.RIP:  # T_RIPaaRSA: one row per stay, counted like the sub-tables
+                per_file_cleaning[bname + ".csv"] = rule_counts(role, sub_rules(s_i))
+            else:  # B rows (SSR: one per week)
+                per_file_cleaning[bname + ".csv"] = rule_counts(
+                    np.repeat(role, st["weeks"][sel]), sub_rules(s_i)[1:])
 
             c_common = {
                 "NIR_ANO_17": pa.array(nir.astype(str)),
@@ -322,7 +344,7 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
                     "SOR_ANN": Fb.date("SOR_ANN", end), "SOR_MOI": Fb.date("SOR_MOI", end),
                     "SOR_MOD": pa.array(st["sor_mod"][sel].astype(str)),
                     "SOR_DES": pc.if_else(pa.array(st["sor_des"][sel] == ""), pa.nulls(n, pa.string()), pa.array(st["sor_des"][sel].astype(str))),
-                    "TYP_GEN_RSA": s_const("0", n),
+                    "TYP_GEN_RSA": s_int(st["typ_gen"][sel]),
                 }
                 files[bname + ".csv"] = FileData(tb, y, b, cor_b)
                 c = {"ETA_NUM": eta, "RSA_NUM": ident, "SEJ_NUM": s_int(st["sej_num"][sel]),
@@ -367,10 +389,36 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
                 Fm = Formatter(profile, "T_MCOaaMED")
                 files[f"T_MCO{yy}MED.csv"] = FileData("T_MCOaaMED", y, {
                     "ADM_MOIS": Fm.date("ADM_MOIS", adm), "ADM_NBR": s_fixed(mm["nbr"], 3),
+                    "ADM_NBR_PRI": s_cents(mm["price"] * mm["nbr"] // 1000),
                     "ANN": s_const(str(y), mm.n), "DAT_ADM_ANN": Fm.date("DAT_ADM_ANN", adm),
                     "DELAI": s_int(mm["delay"]), "ETA_NUM": eta.take(pa.array(mp)), "MOI": Fm.date("MOI", end[mp]),
                     "RSA_NUM": ident.take(pa.array(mp)), "UCD_UCD_COD": s_take(codes.ucd, mm["ucd"]),
                 }, [])
+                # DMIP: implantable devices of public surgical stays
+                dm = pm.dmip.take(np.flatnonzero(np.isin(pm.dmip["stay"], sel)))
+                dmp = pos[dm["stay"]]
+                o2 = np.lexsort((codes.lpp[dm["lpp"]], dmp))
+                dm, dmp = dm.take(o2), dmp[o2]
+                pose = start[dmp] + dm["delay"]
+                Fd = Formatter(profile, "T_MCOaaDMIP")
+                files[f"T_MCO{yy}DMIP.csv"] = FileData("T_MCOaaDMIP", y, {
+                    "ANN": s_const(str(y), dm.n), "DAT_POS_ANN": Fd.date("DAT_POS_ANN", pose), "DELAI": s_int(dm["delay"]),
+                    "ETA_NUM": eta.take(pa.array(dmp)), "LPP_COD": s_int(codes.lpp[dm["lpp"]]), "MOI": Fd.date("MOI", end[dmp]),
+                    "MOI_POS": Fd.date("MOI_POS", pose), "NBR_POS": s_int(dm["nbr"]), "NBR_POS_PRI": s_cents(dm["nbr"] * dm["price"]),
+                    "RSA_NUM": ident.take(pa.array(dmp)), "TIP_PRS_IDE": s_int(codes.lpp[dm["lpp"]]),
+                }, [])
+                per_file_cleaning[f"T_MCO{yy}DMIP.csv"] = rule_counts(role[dmp], sub_rules(s_i))
+                # VALO: one row per stay at a public establishment (not the malformed copies)
+                valo = st["valo"][sel]
+                vp = np.flatnonzero(real & (valo != P.VALO_NONE))
+                ghs = st["ghs"][sel][vp]
+                files[f"T_MCO{yy}VALO.csv"] = FileData("T_MCOaaVALO", y, {
+                    "ETA_NUM": eta.take(pa.array(vp)), "GHS_NUM": s_zero_pad(ghs, 4, null=ghs == 0),
+                    "MNT_GHS_AM": s_cents(st["mnt_ghs"][sel][vp]), "MNT_TOT_AM": s_cents(st["mnt_tot"][sel][vp]),
+                    "RSA_NUM": ident.take(pa.array(vp)),
+                    "VALO": _opt(np.array(["0", "1", ""])[valo[vp]]),
+                }, [])
+                per_file_cleaning[f"T_MCO{yy}VALO.csv"] = rule_counts(role[vp], sub_rules(s_i))
             elif s_i == P.SSR:
                 weeks = st["weeks"][sel]
                 w_stay = np.repeat(np.arange(n), weeks)
@@ -430,6 +478,25 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
                     "CCAM_DEL_ENT_UM": s_int(aa["delay"]), "CCAM_ACT": s_take(codes.ccam, aa["ccam"]),
                     "CCAM_NBR_REA": s_const("1", aa.n), "CCAM_PHA_ACT": s_const("0", aa.n), "CCAM_COD_ACT": s_const("1", aa.n),
                 }, [])
+                files[f"T_SSR{yy}STC.csv"] = FileData("T_SSRaaSTC", y,
+                                                        _stc(st, sel, real, eta, ident, "ETA_NUM", "RHA_NUM", "SEJ_FAC_AM"), [])
+                per_file_cleaning[f"T_SSR{yy}STC.csv"] = rule_counts(role[real], sub_rules(s_i))
+            elif s_i == P.RIP:
+                c = {"ETA_NUM_EPMSI": eta, "RIP_NUM": ident, "SEJ_NUM": s_zero_pad(st["sej_num"][sel] % 100000, 5),
+                     "ENT_MOI": Fc.date("ENT_MOI", start), "ENT_ANN": Fc.date("ENT_ANN", start), **c_common}
+                files[cname + ".csv"] = FileData(tc, y, c, cor_c)
+                b = {
+                    "ETA_NUM_EPMSI": eta, "RIP_NUM": ident, "AGE_ANN": s_int(np.maximum(age, 0)), "COD_SEX": sex,
+                    "FOR_ACT": s_const("01", n), "ENT_MOD": pa.array(st["ent_mod"][sel].astype(str)),
+                    "ENT_PRV": _opt(st["ent_prv"][sel]), "SOR_MOD": pa.array(st["sor_mod"][sel].astype(str)),
+                    "SOR_DES": _opt(st["sor_des"][sel]), "SEQ_SEQ_NUM": s_const("1", n),
+                    "SEQ_FIN_MOI": Fb.date("SEQ_FIN_MOI", end), "SEQ_FIN_ANN": Fb.date("SEQ_FIN_ANN", end),
+                    "SEQ_COU_NBJ": s_int(end - start + 1), "DGN_PAL": s_take(codes.icd, st["dp"][sel]),
+                }
+                files[bname + ".csv"] = FileData(tb, y, b, [])
+                files[f"T_RIP{yy}STC.csv"] = FileData("T_RIPaaSTC", y,
+                                                        _stc(st, sel, real, eta, ident, "ETA_NUM_EPMSI", "RIP_NUM", "SEJ_FAC_AM"), [])
+                per_file_cleaning[f"T_RIP{yy}STC.csv"] = rule_counts(role[real], sub_rules(s_i))
             else:  # HAD
                 das_m = np.isin(pm.das["stay"], sel)
                 n_das = np.bincount(pos[pm.das["stay"][das_m]], minlength=n)
@@ -458,7 +525,69 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
                     "DGN_ASS": dotted(rng, codes, dd["icd"], dots, "T_HADaaD"), "ETA_NUM_EPMSI": eta.take(pa.array(dp_)),
                     "RHAD_NUM": ident.take(pa.array(dp_)), "SEQ_NUM": s_const("1", dd.n), "SSEQ_NUM": s_const("1", dd.n),
                 }, [])
+                files[f"T_HAD{yy}STC.csv"] = FileData("T_HADaaSTC", y,
+                                                        _stc(st, sel, real, eta, ident, "ETA_NUM_EPMSI", "RHAD_NUM", "FAC_SEJ_AM"), [])
+                per_file_cleaning[f"T_HAD{yy}STC.csv"] = rule_counts(role[real], sub_rules(s_i))
     return files, {"dotted_icd10": dots, "per_file_cleaning": per_file_cleaning}
+
+
+def _stc(st, sel, real, eta, ident, eta_col: str, id_col: str, fac_col: str) -> dict:
+    """T_SSRaaSTC / T_HADaaSTC / T_RIPaaSTC: one row per stay of the file (not the malformed copies)."""
+    r = np.flatnonzero(real)
+    idx = pa.array(r)
+    g = lambda k: st[k][sel][r]  # noqa: E731
+    return {eta_col: eta.take(idx), id_col: ident.take(idx), fac_col: s_int(g("fac")),
+            "TOT_MNT_AM": s_cents(g("stc_tot")), "REM_BAS_MNT": s_cents(g("stc_base")), "REM_TAU": s_int(g("stc_rate"))}
+
+
+# ======================================================================================= ACE
+def render_ace(ace: A.Ace, p: Patients, codes: Codes, period: Period, profile: Profile) -> tuple[dict, dict]:
+    """T_MCOyyCSTC / FBSTC / VALOACE per visit year, ordered by (SEQ_NUM, ETA_NUM)."""
+    v = ace.visits
+    files: dict[str, FileData] = {}
+    per_file_cleaning: dict[str, dict] = {}
+    for y in period.years:
+        yy = f"{y % 100:02d}"
+        sel = np.flatnonzero(v["year"] == y)
+        sel = sel[np.lexsort((v["eta"][sel], v["seq"][sel]))]
+        n = len(sel)
+        pos = np.full(v.n, -1)
+        pos[sel] = np.arange(n)
+        role = v["role"][sel]
+        date = v["date"][sel]
+        eta = s_take(codes.finess, v["eta"][sel])
+        seq = s_zero_pad(v["seq"][sel], 9)
+        nir = p.psa[v["pid"][sel]].astype(object)
+        ph = role == P.ROLE_PLACEHOLDER
+        nir[ph] = np.array(PLACEHOLDER_NIRS, dtype=object)[np.arange(ph.sum()) % 2]
+        chc = v["chain_col"][sel]
+        Fc = Formatter(profile, "T_MCOaaCSTC")
+        files[f"T_MCO{yy}CSTC.csv"] = FileData("T_MCOaaCSTC", y, {
+            "ENT_DAT": Fc.date("ENT_DAT", date), "ETA_NUM": eta, "EXE_SOI_AMD": Fc.date("EXE_SOI_AMD", date),
+            "EXE_SOI_DTD": Fc.date("EXE_SOI_DTD", date), "EXE_SOI_DTF": Fc.date("EXE_SOI_DTF", date),
+            "NIR_ANO_17": pa.array(nir.astype(str)), "SEQ_NUM": seq, "SOR_DAT": Fc.date("SOR_DAT", date),
+            **{c: s_int((role == P.ROLE_CHAINING) & (chc == j)) for j, c in enumerate(A.CHAINING_COLUMNS)},
+        }, [])
+        per_file_cleaning[f"T_MCO{yy}CSTC.csv"] = rule_counts(
+            role, ["pmsi_bad_chaining", "pmsi_placeholder_nir", "pmsi_geographic_finess_duplicate"])
+        a = ace.acts.take(np.flatnonzero(np.isin(ace.acts["visit"], sel)))
+        ap = pos[a["visit"]]
+        o = np.argsort(ap, kind="stable")
+        a, ap = a.take(o), ap[o]
+        Ff = Formatter(profile, "T_MCOaaFBSTC")
+        files[f"T_MCO{yy}FBSTC.csv"] = FileData("T_MCOaaFBSTC", y, {
+            "ACT_COD": s_take(A.ACT_CODES, a["code"]), "ACT_COE": s_const("1.00", a.n), "ACT_NBR": s_const("1", a.n),
+            "ETA_NUM": eta.take(pa.array(ap)), "PRI_UNI": s_cents(a["price"]), "REM_BAS": s_cents(a["price"]),
+            "REM_TAU": s_int(v["rate"][sel][ap]), "SEQ_NUM": seq.take(pa.array(ap)),
+            "SOR_ANN": Ff.date("SOR_ANN", date[ap]), "SOR_MOI": Ff.date("SOR_MOI", date[ap]),
+        }, [])
+        per_file_cleaning[f"T_MCO{yy}FBSTC.csv"] = rule_counts(role[ap], ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate"])
+        files[f"T_MCO{yy}VALOACE.csv"] = FileData("T_MCOaaVALOACE", y, {
+            "ETA_NUM": eta, "mnt_br": s_cents(v["mnt_br"][sel]), "mnt_remb": s_cents(v["mnt_remb"][sel]), "SEQ_NUM": seq,
+            "valo": _opt(np.array(["0", "1", ""])[v["valo"][sel]]),
+        }, [])
+        per_file_cleaning[f"T_MCO{yy}VALOACE.csv"] = rule_counts(role, ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate"])
+    return files, {"per_file_cleaning": per_file_cleaning}
 
 
 # ======================================================================================= referentials

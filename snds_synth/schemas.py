@@ -12,7 +12,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
 #: config/ingest.yaml `identifier_columns` and `type_overrides`).
 STRING_COLUMNS = frozenset({
     "BEN_NIR_PSA", "NIR_ANO_17", "NUM_ENQ", "BEN_IDT_ANO", "BEN_NIR_ANO", "ASS_NIR_ANO", "NIR_ANO_MAM",
-    "ETA_NUM", "ETA_NUM_EPMSI", "ETA_NUM_GEO", "RSA_NUM", "RHA_NUM", "RHS_NUM", "RHAD_NUM", "SEQ_NUM", "RSS_NUM",
+    "ETA_NUM", "ETA_NUM_EPMSI", "ETA_NUM_GEO", "RSA_NUM", "RHA_NUM", "RHS_NUM", "RHAD_NUM", "SEQ_NUM", "RSS_NUM", "RIP_NUM",
 })
 
 PATIENT_COLUMNS = ("BEN_NIR_PSA", "NIR_ANO_17")

@@ -232,7 +232,7 @@ class Providers:
     num: np.ndarray  # PFS_EXE_NUM, 8 characters
     spe: np.ndarray
     act: np.ndarray
-    kind: np.ndarray  # GP, SPE, PHA, LAB, NUR, KIN, SUP
+    kind: np.ndarray  # GP, SPE, PHA, LAB, NUR, KIN, SUP, AMB (ambulances, VSL), TAX (taxis)
     sector2: np.ndarray  # specialists with extra fees (dépassements)
     idx: dict  # kind -> array of provider indices
 
@@ -245,6 +245,7 @@ def make_providers(rng: np.random.Generator, n: int, codes: Codes) -> Providers:
     sizes = {
         "GP": max(5, n // 900), "SPE": max(15, n // 500), "PHA": max(4, n // 1500), "LAB": max(3, n // 4000),
         "NUR": max(4, n // 1200), "KIN": max(3, n // 1500), "SUP": max(2, n // 8000),
+        "AMB": max(2, n // 4000), "TAX": max(2, n // 3000),  # ambulance / VSL companies, taxis
     }
     kinds, spe, act = [], [], []
     for k, m in sizes.items():
@@ -257,7 +258,7 @@ def make_providers(rng: np.random.Generator, n: int, codes: Codes) -> Providers:
             act += [0] * m
         else:
             spe += [0] * m
-            act += [{"PHA": 50, "LAB": 39, "NUR": 24, "KIN": 26, "SUP": 60}[k]] * m
+            act += [{"PHA": 50, "LAB": 39, "NUR": 24, "KIN": 26, "SUP": 60, "AMB": 55, "TAX": 56}[k]] * m
     total = len(kinds)
     dpt = codes.dpt[rng.integers(0, len(codes.dpt), size=total)]
     serial = rng.permutation(90000)[:total] + 10000

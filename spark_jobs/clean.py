@@ -56,6 +56,9 @@ def load_clean_config(path: str | Path | None = None) -> dict:
                 raise StepError(f"{path}: pmsi.sources.{src}.rules: {name} has no settings under pmsi.rules")
             if not (sqlrender.SQL_DIR / "clean" / "pmsi" / "rules" / f"{name}.sql").exists():
                 raise StepError(f"{path}: pmsi.sources.{src}.rules: no SQL file sql/clean/pmsi/rules/{name}.sql")
+        for name in spec.get("rule_options", {}):
+            if name not in spec["rules"]:
+                raise StepError(f"{path}: pmsi.sources.{src}.rule_options.{name}: not one of the source's rules")
     return cfg
 
 
@@ -164,12 +167,14 @@ def clean_pmsi(engine: Engine, ingest, out: StagedOutputs, icfg: IngestConfig, c
     attrition = Attrition()
     stays: dict[str, dict[str, int]] = {}
     for name, spec in cfg["sources"].items():
-        tables = [spec["stay_table"], spec["chaining_table"], *spec["sub_tables"]]
+        # ACE visits have one table for both roles (T_MCOaaCSTC): each table is read and written once.
+        tables = list(dict.fromkeys([spec["stay_table"], spec["chaining_table"], *spec["sub_tables"]]))
         rows_in = {t: register_table(engine, ingest, t, icfg) or 0 for t in tables}
         b_columns = _column_names(icfg, spec["stay_table"])
         c_columns = _column_names(icfg, spec["chaining_table"])
         source = {**spec, "name": name}
-        rules = [{"name": r, **cfg["rules"][r]} for r in spec["rules"]]
+        # A source may adjust a shared rule (`rule_options`), e.g. its own chaining codes.
+        rules = [{"name": r, **cfg["rules"][r], **spec.get("rule_options", {}).get(r, {})} for r in spec["rules"]]
         started = time.monotonic()
         engine.create_view(f"stays_{name}", sqlrender.render(
             "clean/pmsi/pmsi_stays.sql", source=source, rules=rules, b_columns=b_columns, c_columns=c_columns,

@@ -31,7 +31,7 @@ from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
 from spark_jobs import lakefs
 from spark_jobs.engines import Engine
 from spark_jobs.stepargs import add_config_args, step_parser
-from spark_jobs.steprun import AccountingError, StagedOutputs, StepError, register_table, run_step
+from spark_jobs.steprun import STAY_DATES, AccountingError, StagedOutputs, StepError, register_table, run_step
 
 log = logging.getLogger("snds.merge")
 
@@ -50,7 +50,7 @@ def load_model_config(path: str | Path | None = None) -> dict:
             cfg = yaml.safe_load(fh) or {}
     except OSError as exc:
         raise StepError(f"{path}: cannot read the model configuration ({exc.strerror})") from None
-    for section in ("merge", "model"):
+    for section in ("merge", "model", "costs"):
         if section not in cfg:
             raise StepError(f"{path}: missing section `{section}`")
     return cfg
@@ -95,7 +95,8 @@ def run_merge(engine: Engine, clean, output, icfg: IngestConfig, mcfg: dict, run
             tables = {spec["chaining_table"], spec["stay_table"], *(d["table"] for d in spec["diagnoses"]),
                       *(p["table"] for p in spec["procedures"])}
             for t in sorted(tables):
-                pmsi_rows_in[t] = register_table(engine, pmsi_zone, t, icfg, retype=False) or 0
+                pmsi_rows_in[t] = register_table(engine, pmsi_zone, t, icfg, retype=False,
+                                                 added=STAY_DATES if t == spec["chaining_table"] else None) or 0
             parts.append(sqlrender.render("merge/pmsi_items.sql", source={**spec, "name": name},
                                           b_columns=engine.columns(spec["stay_table"])))
         engine.create_view("pmsi_items", "\nUNION ALL\n".join(f"SELECT * FROM ({p}) AS {n}" for p, n in

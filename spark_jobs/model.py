@@ -1,13 +1,15 @@
-"""Model step: the epidemiological event tables, from the merge zone and the referentials.
+"""Model step: the epidemiological event tables and the medico-economic (cost) tables, from the merge
+zone, the referentials and the clean PMSI zone's valuation tables.
 
-    python -m spark_jobs.model --engine duckdb --input MERGE_ZONE --ingest INGEST_ZONE --output MODEL_ZONE \
-        --report REPORT.json --release R --run-id ID
+    python -m spark_jobs.model --engine duckdb --input MERGE_ZONE --ingest INGEST_ZONE --clean CLEAN_ZONE \
+        --output MODEL_ZONE --report REPORT.json --release R --run-id ID
     spark-submit spark_jobs/model.py --engine spark ...   (same arguments)
 
 Tables, columns and types are declared in sql/model/model.yaml (the data dictionary,
 docs/data-dictionary.md, is generated from it); each table is sql/model/<table>.sql, with the code
-lists and thresholds of config/model.yaml. Every table is keyed by the patient pseudonym. Outputs
-are written aside and switched in at the end.
+lists and thresholds of config/model.yaml (`model`, `costs`). Every table is keyed by the patient
+pseudonym. Outputs are written aside and switched in at the end. docs/medico-economic-model.md
+describes the cost tables.
 """
 
 from __future__ import annotations
@@ -25,16 +27,18 @@ from spark_jobs import lakefs
 from spark_jobs.engines import Engine
 from spark_jobs.merge import load_model_config
 from spark_jobs.stepargs import add_config_args, step_parser
-from spark_jobs.steprun import StagedOutputs, StepError, register_partitioned, register_table, run_step
+from spark_jobs.steprun import STAY_DATES, StagedOutputs, StepError, register_partitioned, register_table, run_step
 
 log = logging.getLogger("snds.model")
 
 MODEL_SCHEMA = sqlrender.SQL_DIR / "model" / "model.yaml"
 #: Referential tables the model reads from the ingest zone (optional ones may be missing).
 REFERENTIALS = ("IR_BEN_R", "IR_IMB_R", "IR_PHA_R", "REF_ATC_DDD", "KI_CCI_R")
+#: The medico-economic model's tables, in build order.
+COST_TABLES = ("costs_hospital_stays", "costs_outpatient", "costs_hospital_extras", "costs_patient_year")
 #: Build order: a table may read the tables built before it.
 BUILD_ORDER = ("stays", "deaths_by_source", "diagnoses", "procedures", "consults", "biology", "devices",
-               "drug_dispensations", "cmuc", "patients")
+               "drug_dispensations", "cmuc", "patients", *COST_TABLES)
 
 
 def load_model_schema(path: Path = MODEL_SCHEMA) -> dict:
@@ -51,17 +55,49 @@ def load_model_schema(path: Path = MODEL_SCHEMA) -> dict:
     return schema
 
 
+def cost_params(mcfg: dict, schema: dict) -> dict:
+    """Template parameters of sql/model/costs_*.sql, checked against the declared patient-year columns."""
+    costs = mcfg["costs"]
+    stay_keys = {name: {"stay_table": spec["stay_table"], "stay_key": spec["stay_key"]}
+                 for name, spec in mcfg["merge"]["pmsi_sources"].items()}
+    missing = [s for s in ["MCO", *costs["billed_stays"]] if s not in stay_keys]
+    if missing:
+        raise StepError(f"config/model.yaml: costs name PMSI sources {missing} that merge.pmsi_sources lacks")
+    declared = [c["name"] for c in schema["costs_patient_year"]["columns"]][3:]  # after patient_id, year, total
+    expected = [*costs["outpatient_categories"], "other", *(f"hospital_{s.lower()}" for s in ["MCO", "ACE", *costs["billed_stays"]]),
+                "hospital_extras"]
+    if sorted(declared) != sorted(expected):
+        raise StepError(f"sql/model/model.yaml: costs_patient_year columns {declared} do not match the cost categories "
+                        f"of config/model.yaml {expected}")
+    return {"costs": costs, "stay_keys": stay_keys, "patient_year_columns": declared}
+
+
+def cost_input_tables(mcfg: dict) -> list[str]:
+    """The clean PMSI tables the cost tables read."""
+    costs = mcfg["costs"]
+    return list(dict.fromkeys([mcfg["merge"]["pmsi_sources"]["MCO"]["stay_table"], costs["mco"]["valuation_table"],
+                               costs["ace"]["visit_table"], costs["ace"]["valuation_table"],
+                               *(s["table"] for s in costs["billed_stays"].values()), *(x["table"] for x in costs["extras"])]))
+
+
 def run_model(engine: Engine, merge, ingest, output, icfg: IngestConfig, mcfg: dict,
-              run_id: str) -> dict:
+              run_id: str, *, clean) -> dict:
     merge, ingest, output = lakefs.current(merge), lakefs.current(ingest), lakefs.LakePath(output)
+    pmsi_zone = lakefs.current(lakefs.LakePath(clean) / "pmsi")
     schema = load_model_schema()
     params = dict(mcfg["model"])
     params["missing_before_year"] = params.pop("missing_date_before_year")
+    params.update(cost_params(mcfg, schema))
     inputs = {"dcir": register_partitioned(engine, "dcir", merge / "dcir"),
               "pmsi": register_partitioned(engine, "pmsi", merge / "pmsi")}
     missing = []
     for table in REFERENTIALS:
         rows = register_table(engine, ingest, table, icfg)
+        inputs[table] = rows or 0
+        if rows is None:
+            missing.append(table)
+    for table in cost_input_tables(mcfg):
+        rows = register_table(engine, pmsi_zone, table, icfg, retype=False, added=STAY_DATES)
         inputs[table] = rows or 0
         if rows is None:
             missing.append(table)
@@ -88,6 +124,7 @@ def run_model(engine: Engine, merge, ingest, output, icfg: IngestConfig, mcfg: d
     out.commit()
     return {
         "tables": tables,
+        "medico_economic_seconds": round(sum(tables[t]["seconds"] for t in COST_TABLES), 3),
         "inputs": inputs,
         "missing_tables": missing,
         "totals": {"rows_read": sum(inputs.values()), "rows_written": sum(t["rows"] for t in tables.values())},
@@ -98,14 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     p = step_parser("model", "Merge zone + referentials -> epidemiological event tables")
     p.add_argument("--input", required=True, help="merge zone of the release")
     p.add_argument("--ingest", required=True, help="ingest zone of the release (referentials: IR_BEN_R, ...)")
+    p.add_argument("--clean", required=True, help="clean zone of the release (PMSI valuation tables for the costs)")
     p.add_argument("--output", required=True, help="model zone of the release")
     add_config_args(p, model=True)
 
     def body(args, engine: Engine) -> dict:
         return run_model(engine, args.input, args.ingest, args.output,
-                         IngestConfig.load(args.config), load_model_config(args.model_config), args.run_id)
+                         IngestConfig.load(args.config), load_model_config(args.model_config), args.run_id,
+                         clean=args.clean)
 
-    return run_step("model", p, body, argv, inputs=lambda a: {"merge": a.input, "ingest": a.ingest},
+    return run_step("model", p, body, argv, inputs=lambda a: {"merge": a.input, "ingest": a.ingest, "clean": a.clean},
                     outputs=lambda a: {"model": a.output}, expected=(DeliveryError,))
 
 

@@ -79,12 +79,18 @@ def schema_columns(cfg, table: str) -> list[tuple[str, str]]:
     return columns
 
 
-def register_table(engine: Engine, zone, table: str, cfg, view: str | None = None, retype: bool = True) -> int | None:
+#: The columns the clean step adds to a PMSI chaining table (clean/pmsi/pmsi_table_rows.sql).
+STAY_DATES = {"stay_start": "DATE", "stay_end": "DATE"}
+
+
+def register_table(engine: Engine, zone, table: str, cfg, view: str | None = None, retype: bool = True,
+                   added: dict[str, str] | None = None) -> int | None:
     """Register `view` (default: the table's name) over `zone/<table>` with every schema column.
     With `retype` (ingest outputs) every column is cast to its schema type; without it (clean outputs,
     whose amounts are DECIMAL and which add columns such as stay dates) the written types are kept,
     and so are the columns the schema does not have. Columns the files lack are NULL either way.
-    Returns the table's rows, or None when the zone has no such table (then the view is empty).
+    Returns the table's rows, or None when the zone has no such table (then the view is empty, with the
+    `added` columns {name: type} an earlier step adds, e.g. the clean step's stay dates).
     `zone` is the zone's current location (`lakefs.current`)."""
     view = view or table
     directory = LakePath(zone) / table
@@ -94,7 +100,7 @@ def register_table(engine: Engine, zone, table: str, cfg, view: str | None = Non
         if cfg.tables[table].get("required"):
             raise StepError(f"{directory}: required table {table} is missing")
         log.warning("%s: no %s in this release; its events are empty", zone, table)
-        select = ", ".join(f"CAST(NULL AS {t}) AS {sqlrender.ident(c)}" for c, t in columns)
+        select = ", ".join(f"CAST(NULL AS {t}) AS {sqlrender.ident(c)}" for c, t in [*columns, *(added or {}).items()])
         engine.create_view(view, f"SELECT {select} FROM (SELECT 1 AS _one) AS _empty WHERE _one = 0")
         return None
     written = list(dict.fromkeys(n for f in files for n in parquet_footer(f).schema.names if n != "year"))

@@ -92,7 +92,7 @@ def run_steps_after_ingest(engine_name: str, ingest: Path, out: Path, *, spark=N
         for source in ("dcir", "pmsi"):
             reports[f"clean_{source}"] = run_clean(eng, source, ingest, out / "clean" / source, icfg, ccfg, run_id)
         reports["merge"] = run_merge(eng, out / "clean", out / "merge", icfg, mcfg, run_id)
-        reports["model"] = run_model(eng, out / "merge", ingest, out / "model", icfg, mcfg, run_id)
+        reports["model"] = run_model(eng, out / "merge", ingest, out / "model", icfg, mcfg, run_id, clean=out / "clean")
     for report in reports.values():
         report["status"] = "success"
     return reports

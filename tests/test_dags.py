@@ -158,7 +158,7 @@ def test_spark_standalone_engine_builds_the_spark_submit_command(monkeypatch):
     assert cmd[cmd.index("--executor-cores") + 1] == "4"
     app = cmd.index(CODE("steps/model.py"))
     assert cmd[app + 1:] == [
-        "--engine", "spark", "--input", X("merge"), "--ingest", X("ingest"), "--output", X("model"),
+        "--engine", "spark", "--input", X("merge"), "--ingest", X("ingest"), "--clean", X("clean"), "--output", X("model"),
         "--report", X("model_report"), "--release", X("release"), "--run-id", X("run_id"),
         "--config", "config/ingest.yaml", "--allowed-root", "s3://snds-us-east-code",
         "--allowed-root", "s3://snds-us-east-lake", "--allowed-root", "s3://snds-us-east-landing",

@@ -156,7 +156,7 @@ def _build(engine, directory: Path) -> dict:
         write_table(ingest, table, rows)
     mcfg = load_model_config()
     merge_report = run_merge(engine, clean, directory / "merge", ICFG, mcfg, "test")
-    model_report = run_model(engine, directory / "merge", ingest, directory / "model", ICFG, mcfg, "test")
+    model_report = run_model(engine, directory / "merge", ingest, directory / "model", ICFG, mcfg, "test", clean=clean)
     return {"merge": merge_report, "model_report": model_report, "model": directory / "model",
             "merge_dir": directory / "merge"}
 
@@ -173,7 +173,7 @@ def rows(model, table: str, *columns: str) -> list[tuple]:
 def test_merge_accounts_for_every_item(model):
     t = model["merge"]["tables"]
     assert t["dcir"]["inputs"] == {"ER_PRS_F": 13, "ER_PHA_F": 3, "ER_BIO_F": 0, "ER_TIP_F": 0, "ER_UCD_F": 0,
-                                   "ER_CAM_F": 0}
+                                   "ER_CAM_F": 0, "ER_ETE_F": 0}
     assert t["dcir"]["rows"] == 16 and t["dcir"]["items"] == {"drug": 3, "prestation": 13}
     assert t["dcir"]["rows_by_year"] == {2019: 10, 2020: 6}  # PAT1's undated line: its flux month (2020)
     assert t["pmsi"]["items"] == {

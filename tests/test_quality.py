@@ -170,8 +170,7 @@ def test_gates_pass_on_a_clean_synthetic_run(pipeline_run, synth_delivery, synth
     checks = by_name(model)
     # The truth comparison ran on every event table, row for row.
     for table, n in synth_truth["events"].items():
-        if table != "costs_dcir":
-            assert checks[f"model_matches_truth:{table}"]["total"] == n, table
+        assert checks[f"model_matches_truth:{table}"]["total"] == n, table
     assert checks["drift_from_previous_release"]["status"] == "skipped"  # no lake given
     assert checks["patient_key_unique"]["total"] == synth_truth["patients"]["n"]
 

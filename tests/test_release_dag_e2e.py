@@ -75,7 +75,7 @@ def test_release_dag_end_to_end(engine, region, synth_delivery, synth_truth, tmp
     assert sha["ER_PRS_F.csv"] == hashlib.sha256((synth_delivery / "ER_PRS_F.csv").read_bytes()).hexdigest()
     assert {s["step"] for s in record["steps"]} == set(summary["steps"])
     assert len(record["checks"]) == sum(len(summary["steps"][g]["checks"]) for g in ("gate_clean", "gate_model"))
-    assert model_rows_of(summary) == {t: n for t, n in synth_truth["events"].items() if t != "costs_dcir"}
+    assert model_rows_of(summary) == synth_truth["events"]
     ingest = summary["steps"]["ingest"]
     assert ingest["status"] == "success" and ingest["engine"] == job_engine
     assert summary["trigger"] == "manual" and summary["steps_selected"] == list(ingest_steps())

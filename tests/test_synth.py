@@ -27,6 +27,10 @@ N, SEED, YEARS = 300, 7, (2019, 2021)
 ID17 = re.compile(r"^[0-9A-Z]{17}$")
 PLACEHOLDERS = {"xxxxxxxxxxxxxxxxx", "XXXXXXXXXXXXXXXXD"}
 CONSULT_NATURES = (1098, 1110, 1111, 1112, 1113, 1114, 1115, 1191, 1192)
+# Cost category of the prestation natures (snds_synth/reference/prs_nat.csv); any other nature: other
+COST_CATEGORY = {**{k: "consult" for k in CONSULT_NATURES}, **{k: "procedure" for k in (1321, 1322, 1324, 1351, 1352)},
+                 **{k: "drug" for k in (3311, 3313, 3317, 3341)}, 3211: "biology",
+                 **{k: "device" for k in (3512, 3514, 3515, 3521)}, **{k: "transport" for k in (4212, 4213, 4214)}}
 MONTHS = {m: i + 1 for i, m in enumerate(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])}
 
 
@@ -173,9 +177,10 @@ def test_files_and_row_counts(gen, delivery):
                                      "IR_BEN_R", "IR_IMB_R", "IR_PHA_R", "REF_ATC_DDD", "KI_CCI_R", "KI_ECD_R")}
     for y in range(YEARS[0], YEARS[1] + 1):
         yy = f"{y % 100:02d}"
-        expected |= {f"T_MCO{yy}{s}.csv" for s in ("B", "C", "D", "A", "UM", "MED")}
-        expected |= {f"T_SSR{yy}{s}.csv" for s in ("B", "C", "D", "CCAM")}
-        expected |= {f"T_HAD{yy}{s}.csv" for s in ("B", "C", "D")}
+        expected |= {f"T_MCO{yy}{s}.csv" for s in ("B", "C", "D", "A", "UM", "MED", "DMIP", "VALO", "CSTC", "FBSTC", "VALOACE")}
+        expected |= {f"T_SSR{yy}{s}.csv" for s in ("B", "C", "D", "CCAM", "STC")}
+        expected |= {f"T_HAD{yy}{s}.csv" for s in ("B", "C", "D", "STC")}
+        expected |= {f"T_RIP{yy}{s}.csv" for s in ("C", "RSA", "STC")}
     assert on_disk == expected
     for fname, e in m["files"].items():
         assert delivery.lines[fname] == e["rows"], fname
@@ -230,6 +235,12 @@ def test_value_formats(delivery):
     assert c["EXE_SOI_DTD"].str.fullmatch(r"\d{2}[A-Z]{3}\d{4}:00:00:00").all()
     assert c["ENT_DAT"].str.fullmatch(r"\d{8}").all() and c["SOR_MOI"].str.fullmatch(r"0[1-9]|1[0-2]").all()
     assert delivery.table("T_SSRaaC")["EXE_SOI_DTD"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
+    rip = delivery.table("T_RIPaaC")
+    assert rip["EXE_SOI_DTF"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all() and rip["ENT_DAT"].str.fullmatch(r"\d{8}").all()
+    assert rip["RIP_NUM"].str.fullmatch(r"\d{7}").all()
+    cs = delivery.table("T_MCOaaCSTC")
+    assert cs["EXE_SOI_DTD"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all() and cs["ENT_DAT"].str.fullmatch(r"\d{8}").all()
+    assert list(delivery.frames["T_MCO19VALOACE.csv"].columns) == ["ETA_NUM", "mnt_br", "mnt_remb", "SEQ_NUM", "valo"]
     b = delivery.table("T_MCOaaB")
     assert b["ETA_NUM"].str.fullmatch(r"[0-9A-Z]{9}").all() and b["RSA_NUM"].str.fullmatch(r"\d{10}").all()
     ben = delivery.frames["IR_BEN_R.csv"]
@@ -274,7 +285,7 @@ def test_joins(gen, delivery):
             qc = m["files"][f"T_{src}{yy}C.csv"]["quarantine"]
             # a stay whose B (resp. C) line is quarantined keeps only its C (resp. B) row
             assert len(ck - bk) == sum(qb.values()) and len(bk - ck) == sum(qc.values())
-            subs = {"MCO": ("D", "A", "UM", "MED"), "SSR": ("D", "CCAM"), "HAD": ("D",)}[src]
+            subs = {"MCO": ("D", "A", "UM", "MED", "DMIP", "VALO"), "SSR": ("D", "CCAM", "STC"), "HAD": ("D", "STC")}[src]
             for sfx in subs:
                 s = delivery.frames[f"T_{src}{yy}{sfx}.csv"]
                 assert set(map(tuple, s[key].values)) <= (bk & ck), (src, y, sfx)
@@ -375,6 +386,205 @@ def test_cleaning_counts_pmsi(gen, delivery, gen_old, delivery_old):
             assert (kept_geo["end_date"].str[:4].astype(int) >= 2018).all()
 
 
+# Stay-level tables of each PMSI source: (stay table, chaining table, key, group column, error prefix, error rule)
+PMSI_SOURCES = {
+    "MCO": ("T_MCOaaB", "T_MCOaaC", ["ETA_NUM", "RSA_NUM"], "GRG_GHM", "90", "mco_error_ghm"),
+    "SSR": ("T_SSRaaB", "T_SSRaaC", ["ETA_NUM", "RHA_NUM"], "GRG_GME", "90", "ssr_error_gme"),
+    "HAD": ("T_HADaaB", "T_HADaaC", ["ETA_NUM_EPMSI", "RHAD_NUM"], "ETA_GRP_GHPC", "99", "had_error_ghpc"),
+    "RIP": ("T_RIPaaRSA", "T_RIPaaC", ["ETA_NUM_EPMSI", "RIP_NUM"], None, None, None),
+}
+CHAINING = {"PMSI": ["NIR_RET", "NAI_RET", "SEX_RET", "SEJ_RET", "FHO_RET", "PMS_RET", "DAT_RET"],
+            "ACE": ["NIR_RET", "NAI_RET", "SEX_RET", "IAS_RET", "ENT_DAT_RET"]}
+# Billing / valuation tables whose rows follow their stay (visit): source and the rules they are counted under
+# (not the placeholder NIR: ingest drops the C row, the sub-rows are then orphans of an incomplete stay).
+FOLLOWING = {
+    "T_MCOaaVALO": ("MCO", ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate", "mco_error_ghm", "mco_ghs_9999"]),
+    "T_MCOaaDMIP": ("MCO", ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate", "mco_error_ghm", "mco_ghs_9999"]),
+    "T_SSRaaSTC": ("SSR", ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate", "ssr_error_gme"]),
+    "T_HADaaSTC": ("HAD", ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate", "had_error_ghpc"]),
+    "T_RIPaaSTC": ("RIP", ["pmsi_bad_chaining"]),
+    "T_RIPaaRSA": ("RIP", ["pmsi_bad_chaining"]),
+    "T_MCOaaCSTC": ("ACE", ["pmsi_bad_chaining", "pmsi_placeholder_nir", "pmsi_geographic_finess_duplicate"]),
+    "T_MCOaaFBSTC": ("ACE", ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate"]),
+    "T_MCOaaVALOACE": ("ACE", ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate"]),
+}
+
+
+def stay_fates(dlv: Delivery, src: str) -> pd.DataFrame:
+    """Every stay (B x C within a year; ACE: every T_MCOaaCSTC row) with `_rule`, the cleaning rule removing it
+    (None when kept), and `_key` (year and stay key)."""
+    geo = set(dlv.m["geographic_finess"])
+    if src == "ACE":
+        s = dlv.table("T_MCOaaCSTC")
+        key, codes, grp = ["ETA_NUM", "SEQ_NUM"], CHAINING["ACE"], None
+        geo = {g for g in geo if not g.startswith("69")}  # HCL did not duplicate its outpatient visits
+    else:
+        tb, tc, key, grp, err, _ = PMSI_SOURCES[src]
+        b = dlv.table(tb)
+        b = b[b[{"SSR": "RHS_NUM", "RIP": "SEQ_SEQ_NUM"}[src]] == "1"] if src in ("SSR", "RIP") else b
+        s = b.merge(dlv.table(tc), on=key + ["_year"], suffixes=("", "_c"))
+        codes = CHAINING["PMSI"]
+    rule = pd.Series([None] * len(s), index=s.index, dtype=object)
+    conds = [("pmsi_bad_chaining", ~(s[codes] == "0").all(axis=1)),
+             ("pmsi_placeholder_nir", s["NIR_ANO_17"].isna() | s["NIR_ANO_17"].isin(PLACEHOLDERS)),
+             ("pmsi_geographic_finess_duplicate", s[key[0]].isin(geo) & (s["_year"] <= 2017))]
+    if grp:
+        conds.append((PMSI_SOURCES[src][5], s[grp].str.startswith(PMSI_SOURCES[src][4])))
+    if src == "MCO":
+        conds.append(("mco_ghs_9999", s["GHS_NUM"] == "9999"))
+    for name, cond in reversed(conds):  # the first matching rule wins
+        rule = rule.mask(cond.fillna(False).astype(bool), name)
+    s["_rule"] = rule
+    s["_key"] = list(zip(s["_year"], *(s[k] for k in key)))
+    return s[["_key", "_rule"]]
+
+
+def test_cleaning_counts_follow_stays(gen, delivery, gen_old, delivery_old):
+    """Rows of the billing / valuation tables and of ACE are counted under their stay's (visit's) rule, per table
+    and per file; RIP and ACE stays in `cleaning_stays`."""
+    for (out, m), dlv in ((gen, delivery), (gen_old, delivery_old)):
+        fates = {src: stay_fates(dlv, src) for src in ("MCO", "SSR", "HAD", "RIP", "ACE")}
+        for src in ("RIP", "ACE"):
+            got = fates[src]["_rule"].value_counts().to_dict()
+            for rule in ("pmsi_bad_chaining", "pmsi_placeholder_nir", "pmsi_geographic_finess_duplicate"):
+                assert m["cleaning_stays"][rule][src] == got.get(rule, 0), (src, rule)
+            assert m["cleaning_stays"]["pmsi_bad_chaining"][src] > 0 and m["cleaning_stays"]["pmsi_placeholder_nir"][src] > 0
+            assert m["cleaning_stays"]["error_group"][src] == m["cleaning_stays"]["mco_ghs_9999"][src] == 0
+        for rule in ("pmsi_bad_chaining", "pmsi_placeholder_nir"):
+            c = dlv.table("T_RIPaaC")
+            n = (~(c[CHAINING["PMSI"]] == "0").all(axis=1)).sum() if rule == "pmsi_bad_chaining" else c["NIR_ANO_17"].isin(PLACEHOLDERS).sum()
+            assert m["cleaning"][rule]["T_RIPaaC"] == n > 0, rule
+        for table, (src, rules) in FOLLOWING.items():
+            key = ["ETA_NUM", "SEQ_NUM"] if src == "ACE" else PMSI_SOURCES[src][2]
+            fate = dict(zip(fates[src]["_key"], fates[src]["_rule"]))
+            for fname, e in m["files"].items():
+                if e["table"] != table:
+                    continue
+                rows = dlv.frames[fname]
+                keys = list(zip([e["year"]] * len(rows), *(rows[k] for k in key)))
+                assert all(k in fate for k in keys), fname  # every row has its stay (visit)
+                got = pd.Series([fate[k] for k in keys], dtype=object).value_counts().to_dict()
+                assert e["cleaning"] == {r: got.get(r, 0) for r in rules}, fname
+            total = {}
+            for fname, e in m["files"].items():
+                if e["table"] == table:
+                    for r, k in e["cleaning"].items():
+                        total[r] = total.get(r, 0) + k
+            for rule, tables in m["cleaning"].items():
+                assert tables.get(table, 0) == total.get(rule, 0), (table, rule)
+        if m["years"][0] <= 2017:
+            for t in ("T_MCOaaCSTC", "T_MCOaaFBSTC", "T_MCOaaVALOACE", "T_MCOaaVALO"):
+                assert m["cleaning"]["pmsi_geographic_finess_duplicate"][t] > 0, t
+        assert m["cleaning"]["pmsi_bad_chaining"]["T_MCOaaVALO"] > 0 and m["cleaning"]["pmsi_bad_chaining"]["T_MCOaaFBSTC"] > 0
+
+
+DCIR_KEYS = ["FLX_DIS_DTD", "FLX_TRT_DTD", "FLX_EMT_TYP", "FLX_EMT_NUM", "FLX_EMT_ORD", "ORG_CLE_NUM", "DCT_ORD_NUM",
+             "PRS_ORD_NUM", "REM_TYP_AFF"]
+
+
+def _cents(s: pd.Series) -> pd.Series:
+    return (s.astype(float) * 100).round().astype("int64")
+
+
+@pytest.mark.parametrize("which", ["default", "old"])
+def test_hospital_cost_world(which, gen, delivery, gen_old, delivery_old):
+    """The world behind the cost tables: private clinic stays in DCIR and PMSI, public-only valuation and extras,
+    ACE visits, billing tables, transport lines."""
+    _, m = gen if which == "default" else gen_old
+    dlv = delivery if which == "default" else delivery_old
+    lay = "dmy" if m["dcir_dates"] == "dmy" else "iso"
+    fin = pd.read_csv(ROOT / "snds_synth" / "reference" / "finess.csv", sep=";", dtype=str)
+    public, private = set(fin.loc[fin["sector"] == "public", "finess"]), set(fin.loc[fin["sector"] == "private", "finess"])
+    prs, ete = dlv.frames["ER_PRS_F.csv"].copy(), dlv.frames["ER_ETE_F.csv"]
+    prs["dtd"], prs["dtf"] = _iso(prs["EXE_SOI_DTD"], lay), _iso(prs["EXE_SOI_DTF"], lay)
+
+    # private clinic lines: nature 2211, never overlapping per patient and clinic
+    clin = ete.merge(prs, on=DCIR_KEYS)
+    clin = clin[clin["ETB_EXE_FIN"].isin(private)].sort_values(["BEN_NIR_PSA", "ETB_EXE_FIN", "dtd", "dtf"])
+    assert len(clin) > 0 and (clin["PRS_NAT_REF"] == "2211").all() and not (prs["PRS_NAT_REF"] == "2252").any()
+    same = (clin["BEN_NIR_PSA"] == clin["BEN_NIR_PSA"].shift()) & (clin["ETB_EXE_FIN"] == clin["ETB_EXE_FIN"].shift())
+    assert not (same & (clin["dtd"] <= clin["dtf"].shift())).any()
+    # ... each one is an MCO stay at the clinic with the same dates, and every private MCO stay is one of them
+    c = dlv.table("T_MCOaaC")
+    c["start"], c["end"] = _iso(c["EXE_SOI_DTD"], "sas"), _iso(c["EXE_SOI_DTF"], "sas")
+    cp = c[c["ETA_NUM"].isin(private)]
+    lines = set(zip(clin["BEN_NIR_PSA"], clin["ETB_EXE_FIN"], clin["dtd"], clin["dtf"]))
+    stays = set(zip(cp["NIR_ANO_17"], cp["ETA_NUM"], cp["start"], cp["end"]))
+    ph = {(e, a, b_) for n, e, a, b_ in stays if n in PLACEHOLDERS}
+    assert all(x in stays or x[1:] in ph for x in lines)
+    assert all(x in lines for x in stays if x[0] not in PLACEHOLDERS)
+    b = dlv.table("T_MCOaaB")
+    assert set(b["ETA_NUM"]) <= public | private and set(b["ETA_NUM"]) & private
+    # valuation rows: exactly the public stays (B x C), MED and DMIP rows at public establishments only
+    bc = b.merge(c, on=["_year", "ETA_NUM", "RSA_NUM"])
+    pub = set(zip(*(bc.loc[bc["ETA_NUM"].isin(public), k] for k in ("_year", "ETA_NUM", "RSA_NUM"))))
+    valo = dlv.table("T_MCOaaVALO")
+    assert set(zip(valo["_year"], valo["ETA_NUM"], valo["RSA_NUM"])) == pub and len(valo) == len(pub)
+    nv = valo["VALO"].isna() | (valo["VALO"] == "0")
+    assert nv.any() and (valo.loc[nv, ["MNT_GHS_AM", "MNT_TOT_AM"]] == "0.00").all().all()
+    assert (_cents(valo["MNT_TOT_AM"]) >= _cents(valo["MNT_GHS_AM"])).all()
+    for t, code in (("T_MCOaaMED", "UCD_UCD_COD"), ("T_MCOaaDMIP", "LPP_COD")):
+        x = dlv.table(t)
+        assert len(x) and set(x["ETA_NUM"]) <= public, t
+        assert not x.duplicated(["_year", "ETA_NUM", "RSA_NUM", code]).any(), t
+    med = dlv.table("T_MCOaaMED")
+    assert ((_cents(med["ADM_NBR_PRI"]) * 1000) % (med["ADM_NBR"].astype(float) * 1000).round().astype("int64") == 0).all()
+    dm = dlv.table("T_MCOaaDMIP")
+    assert (dm["LPP_COD"] == dm["TIP_PRS_IDE"]).all() and dm["NBR_POS"].isin(["1", "2"]).all()
+    assert (_cents(dm["NBR_POS_PRI"]) % dm["NBR_POS"].astype(int) == 0).all()
+    # stays with their modes: TYP_GEN_RSA, ENT_MOD / SOR_MOD '0' never on a death stay
+    assert set(b["TYP_GEN_RSA"]) <= {"0", "1"} and (b.loc[b["TYP_GEN_RSA"] == "1", "_year"] >= 2015).all()
+    assert (b["ENT_MOD"] == "0").any() and (b["SOR_MOD"] == "0").any() and not ((b["ENT_MOD"] == "0") & (b["SOR_MOD"] == "9")).any()
+
+    # billing tables: one row per stay, amounts 0 when not billable, base >= amount
+    for src, t, fac in (("SSR", "T_SSRaaSTC", "SEJ_FAC_AM"), ("HAD", "T_HADaaSTC", "FAC_SEJ_AM"), ("RIP", "T_RIPaaSTC", "SEJ_FAC_AM")):
+        key = PMSI_SOURCES[src][2]
+        x = dlv.table(t)
+        cc = dlv.table(PMSI_SOURCES[src][1])
+        assert not x.duplicated(["_year"] + key).any() and set(zip(*(x[k] for k in ["_year"] + key))) <= set(
+            zip(*(cc[k] for k in ["_year"] + key))), t
+        assert set(x[fac]) <= {"0", "1"} and (x.loc[x[fac] == "0", ["TOT_MNT_AM", "REM_BAS_MNT"]] == "0.00").all().all(), t
+        assert (_cents(x["REM_BAS_MNT"]) >= _cents(x["TOT_MNT_AM"])).all(), t
+    rsa = dlv.table("T_RIPaaRSA")
+    assert rsa["DGN_PAL"].str.startswith("F").all() and rsa["RIP_NUM"].str.fullmatch(r"\d{7}").all()
+    assert (rsa["SEQ_SEQ_NUM"] == "1").all() and set(rsa["ENT_MOD"]) | set(rsa["SOR_MOD"]) <= {"6", "7", "8"}
+
+    # ACE: one CSTC and one VALOACE row per visit, 1-2 acts; amounts; geographic copies
+    cs, fb, va = dlv.table("T_MCOaaCSTC"), dlv.table("T_MCOaaFBSTC"), dlv.table("T_MCOaaVALOACE")
+    k = ["_year", "ETA_NUM", "SEQ_NUM"]
+    assert cs["SEQ_NUM"].str.fullmatch(r"\d{9}").all() and not cs.duplicated(k).any() and not va.duplicated(k).any()
+    assert set(zip(*(va[c_] for c_ in k))) == set(zip(*(cs[c_] for c_ in k)))
+    n_act = fb.groupby(k).size()
+    assert n_act.between(1, 2).all() and len(n_act) == len(cs)
+    assert (cs["EXE_SOI_DTD"] == cs["EXE_SOI_DTF"]).all() and (cs["ENT_DAT"] == cs["SOR_DAT"]).all()
+    assert (cs["EXE_SOI_DTD"].str[:4].astype(int) == cs["_year"]).all() and set(cs["ETA_NUM"]) <= public
+    fb["br"] = _cents(fb["REM_BAS"])
+    agg = fb.groupby(k).agg(br=("br", "sum"), rate=("REM_TAU", "first")).reset_index()
+    v = va.merge(agg, on=k)
+    valued = v["valo"] == "1"
+    assert (~valued).any() and set(v["valo"].dropna()) <= {"0", "1"}
+    assert (_cents(v.loc[valued, "mnt_br"]) == v.loc[valued, "br"]).all()
+    assert (_cents(v.loc[valued, "mnt_remb"]) * 100 == v.loc[valued, "br"] * v.loc[valued, "rate"].astype(int)).all()
+    assert (v.loc[~valued, ["mnt_br", "mnt_remb"]] == "0.00").all().all()
+    groups = dict(zip(fin["finess"], fin["group"].fillna("")))
+    legal = {g: f for f, kind, g in zip(fin["finess"], fin["kind"], fin["group"]) if kind == "legal"}
+    site = cs["ETA_NUM"].map(lambda e: groups.get(e, "") if e in set(m["geographic_finess"]) else "")
+    old = cs["_year"] <= 2017
+    assert not (old & (site == "HCL") & cs.duplicated(["_year", "SEQ_NUM"], keep=False)).any()
+    copies = cs[old & site.isin(["APHP", "APHM"])]
+    twins = set(zip(cs["_year"], cs["ETA_NUM"], cs["SEQ_NUM"]))
+    assert all((y, legal[site[i]], s_) in twins for i, y, s_ in zip(copies.index, copies["_year"], copies["SEQ_NUM"]))
+    if m["years"][0] <= 2017:
+        assert len(copies) > 0 and (old & (site == "HCL")).any()
+
+    # medical transport: natures 4212-4214, rate 65 (100 when exonerated), no detail row, exact reimbursement
+    tr = prs[prs["PRS_NAT_REF"].isin(["4212", "4213", "4214"])]
+    assert set(tr["PRS_NAT_REF"]) == {"4212", "4213", "4214"} and set(tr["RGO_REM_TAU"]) <= {"65", "100"}
+    assert (_cents(tr["BSE_REM_MNT"]) * 100 == _cents(tr["BSE_REM_BSE"]) * tr["RGO_REM_TAU"].astype(int)).all()
+    for t in ("ER_PHA_F", "ER_BIO_F", "ER_CAM_F", "ER_TIP_F", "ER_UCD_F", "ER_ETE_F"):
+        assert dlv.frames[f"{t}.csv"].merge(tr, on=DCIR_KEYS).empty, t
+
+
 # --------------------------------------------------------------------------------------------- reference model
 def _iso(s: pd.Series, layout: str) -> pd.Series:
     if layout == "dmy":
@@ -386,11 +596,11 @@ def _iso(s: pd.Series, layout: str) -> pd.Series:
     return s
 
 
-def reference_events(dlv: Delivery) -> dict[str, pd.DataFrame]:
+def reference_events(dlv: Delivery, con=None) -> dict[str, pd.DataFrame]:
     """The event definitions of docs/synthetic-data.md, computed from the delivered files."""
     m = dlv.m
     lay = "dmy" if m["dcir_dates"] == "dmy" else "iso"
-    con = duckdb.connect()
+    con = con or duckdb.connect()
     prs = dlv.frames["ER_PRS_F.csv"].copy()
     for c in ("EXE_SOI_DTD", "EXE_SOI_DTF", "BEN_DCD_DTE"):
         prs[c] = _iso(prs[c], lay)
@@ -401,7 +611,8 @@ def reference_events(dlv: Delivery) -> dict[str, pd.DataFrame]:
     # kept groups: one representative line (the positive one), net quantity and amounts
     con.sql(f"""
         CREATE OR REPLACE VIEW kg AS
-        SELECT g, any_value(BEN_NIR_PSA) AS pid, any_value(EXE_SOI_DTD) AS date, any_value(PRS_NAT_REF) AS nat,
+        SELECT g, any_value(BEN_NIR_PSA) AS pid, any_value(EXE_SOI_DTD) AS date, any_value(EXE_SOI_DTF) AS end_date,
+               any_value(PRS_NAT_REF) AS nat,
                any_value(PSE_SPE_COD) AS spe, any_value(CPL_MAJ_TOP) AS maj, any_value(CPL_AFF_COD) AS aff,
                sum(CAST(PRS_ACT_QTE AS DOUBLE)) AS qty,
                round(sum(CAST(PRS_PAI_MNT AS DECIMAL(18,2))), 2) AS paid, round(sum(CAST(BSE_REM_BSE AS DECIMAL(18,2))), 2) AS base,
@@ -437,15 +648,7 @@ def reference_events(dlv: Delivery) -> dict[str, pd.DataFrame]:
     dcir_proc = con.sql(f"""
         SELECT cl.BEN_NIR_PSA AS patient_id, c.CAM_PRS_IDE AS code, cl.EXE_SOI_DTD AS date, 'DCIR' AS source
         FROM cam c JOIN cl USING ({keys}) WHERE cl.g IN (SELECT g FROM kg)""").df()
-    cat = {1098: "consult", 1110: "consult", 1111: "consult", 1112: "consult", 1113: "consult", 1114: "consult",
-           1115: "consult", 1191: "consult", 1192: "consult", 1321: "procedure", 1322: "procedure", 1324: "procedure",
-           1351: "procedure", 1352: "procedure", 3311: "drug", 3313: "drug", 3317: "drug", 3341: "drug", 3211: "biology",
-           3512: "device", 3514: "device", 3515: "device", 3521: "device"}
-    con.register("cat", pd.DataFrame({"nat": [str(k) for k in cat], "category": list(cat.values())}))
-    ev["costs_dcir"] = con.sql("""
-        SELECT pid AS patient_id, date, coalesce(c.category, 'other') AS category, CAST(sum(paid) AS VARCHAR) AS paid,
-               CAST(sum(base) AS VARCHAR) AS base, CAST(sum(reimb) AS VARCHAR) AS reimbursed
-        FROM kg LEFT JOIN cat c ON c.nat = kg.nat GROUP BY ALL""").df()
+    con.register("cat", pd.DataFrame({"nat": [str(k) for k in COST_CATEGORY], "category": list(COST_CATEGORY.values())}))
     ev["cmuc"] = con.sql("SELECT DISTINCT pid AS patient_id, CAST(substr(date, 1, 4) AS INT) AS year FROM kg WHERE cmu = '1'").df()
 
     # PMSI: B x C, cleaned
@@ -466,16 +669,18 @@ def reference_events(dlv: Delivery) -> dict[str, pd.DataFrame]:
         con.register("c", c)
         on = " AND ".join(f"b.{k} = c.{k}" for k in key)
         extra = " AND b.GHS_NUM IS DISTINCT FROM '9999'" if src == "MCO" else ""
+        typ = "b.TYP_GEN_RSA" if src == "MCO" else "NULL"
         con.sql(f"""CREATE OR REPLACE TABLE k_{src} AS
             SELECT c.NIR_ANO_17 AS patient_id, '{src}' AS source, c.{key[0]} AS eta_num, c.{key[1]} AS stay_id,
-                   c.start AS start_date, c."end" AS end_date, b.ENT_MOD, b.SOR_MOD, b.{ghm_col} AS ghm, c._year AS year
+                   c.start AS start_date, c."end" AS end_date, b.ENT_MOD, b.SOR_MOD, b.{ghm_col} AS ghm, c._year AS year,
+                   {typ} AS typ
             FROM b JOIN c ON {on}
             WHERE c.NIR_RET = '0' AND c.NAI_RET = '0' AND c.SEX_RET = '0' AND c.SEJ_RET = '0' AND c.FHO_RET = '0'
               AND c.PMS_RET = '0' AND c.DAT_RET = '0' AND c.NIR_ANO_17 IS NOT NULL
               AND c.NIR_ANO_17 NOT IN ('xxxxxxxxxxxxxxxxx', 'XXXXXXXXXXXXXXXXD')
               AND NOT starts_with(b.{ghm_col}, '{err}') {extra}
               AND NOT (c.{key[0]} IN {geo} AND c._year <= 2017)""")
-        stays.append(con.sql(f"SELECT * EXCLUDE (year) FROM k_{src}").df())
+        stays.append(con.sql(f"SELECT * EXCLUDE (year, typ) FROM k_{src}").df())
         kj = " AND ".join(f"k.{a} = x.{b_}" for a, b_ in (("eta_num", key[0]), ("stay_id", key[1])))
         norm = lambda col: f"replace(x.{col}, '.', '')"  # noqa: E731
         if src == "MCO":
@@ -522,7 +727,23 @@ def reference_events(dlv: Delivery) -> dict[str, pd.DataFrame]:
             con.unregister("x")
         con.unregister("b")
         con.unregister("c")
+    # RIP (RIM-P): T_RIPaaRSA (first sequence) x T_RIPaaC; stays only (no diagnoses, no acts, no group)
+    b = dlv.table("T_RIPaaRSA")
+    con.register("b", b[b["SEQ_SEQ_NUM"] == "1"])
+    con.register("c", dlv.table("T_RIPaaC"))
+    con.sql(f"""CREATE OR REPLACE TABLE k_RIP AS
+        SELECT c.NIR_ANO_17 AS patient_id, 'RIP' AS source, c.ETA_NUM_EPMSI AS eta_num, c.RIP_NUM AS stay_id,
+               c.EXE_SOI_DTD AS start_date, c.EXE_SOI_DTF AS end_date, b.ENT_MOD, b.SOR_MOD, NULL AS ghm, c._year AS year
+        FROM b JOIN c ON b._year = c._year AND b.ETA_NUM_EPMSI = c.ETA_NUM_EPMSI AND b.RIP_NUM = c.RIP_NUM
+        WHERE c.NIR_RET = '0' AND c.NAI_RET = '0' AND c.SEX_RET = '0' AND c.SEJ_RET = '0' AND c.FHO_RET = '0'
+          AND c.PMS_RET = '0' AND c.DAT_RET = '0' AND c.NIR_ANO_17 IS NOT NULL
+          AND c.NIR_ANO_17 NOT IN ('xxxxxxxxxxxxxxxxx', 'XXXXXXXXXXXXXXXXD')
+          AND NOT (c.ETA_NUM_EPMSI IN {geo} AND c._year <= 2017)""")
+    stays.append(con.sql("SELECT * EXCLUDE (year) FROM k_RIP").df())
+    con.unregister("b")
+    con.unregister("c")
     ev["stays"] = pd.concat(stays, ignore_index=True)
+    ev.update(reference_costs(dlv, con, keys, geo))
     for d in diags:
         d.columns = ["patient_id", "code", "source", "diagnosis_type", "date", "year"]
     dg = pd.concat(diags, ignore_index=True)
@@ -563,8 +784,122 @@ def reference_events(dlv: Delivery) -> dict[str, pd.DataFrame]:
     return ev
 
 
+def _ace_visits(con, dlv: Delivery, geo: str) -> None:
+    """Table `ace`: every T_MCOaaCSTC row with its fate (`_rule`, NULL = kept)."""
+    con.register("cstc", dlv.table("T_MCOaaCSTC"))
+    con.sql(f"""CREATE OR REPLACE TABLE ace AS
+        SELECT *, CASE
+            WHEN NOT (coalesce(NIR_RET = '0' AND NAI_RET = '0' AND SEX_RET = '0' AND IAS_RET = '0' AND ENT_DAT_RET = '0', false))
+                THEN 'pmsi_bad_chaining'
+            WHEN NIR_ANO_17 IS NULL OR NIR_ANO_17 IN ('xxxxxxxxxxxxxxxxx', 'XXXXXXXXXXXXXXXXD') THEN 'pmsi_placeholder_nir'
+            WHEN _year <= 2017 AND ETA_NUM IN {geo} AND NOT starts_with(ETA_NUM, '69') THEN 'pmsi_geographic_finess_duplicate'
+            END AS _rule
+        FROM cstc""")
+    con.unregister("cstc")
+
+
+BILLED = (("SSR", "T_SSRaaSTC", "ETA_NUM", "RHA_NUM", "SEJ_FAC_AM"), ("HAD", "T_HADaaSTC", "ETA_NUM_EPMSI", "RHAD_NUM", "FAC_SEJ_AM"),
+          ("RIP", "T_RIPaaSTC", "ETA_NUM_EPMSI", "RIP_NUM", "SEJ_FAC_AM"))
+PATIENT_YEAR = ["consult", "procedure", "drug", "biology", "device", "transport", "other", "hospital_mco", "hospital_ace",
+                "hospital_ssr", "hospital_had", "hospital_rip", "hospital_extras"]
+
+
+def reference_costs(dlv: Delivery, con, keys: str, geo: str) -> dict[str, pd.DataFrame]:
+    """The medico-economic tables of docs/synthetic-data.md, from the delivered files (`con` holds the kept
+    DCIR groups `kg`, their lines `cl`, ER_ETE_F `ete` and the kept stays `k_MCO`, `k_SSR`, `k_HAD`, `k_RIP`)."""
+    ev = {}
+    for t in ("T_MCOaaVALO", "T_MCOaaMED", "T_MCOaaDMIP", "T_MCOaaVALOACE", "T_SSRaaSTC", "T_HADaaSTC", "T_RIPaaSTC"):
+        con.register(t, dlv.table(t))
+    # DCIR claims matched to a kept MCO stay: an ER_ETE_F row at the stay's FINESS, same patient, dates inside
+    con.sql(f"""CREATE OR REPLACE TABLE att AS
+        SELECT DISTINCT kg.g, s.eta_num, s.stay_id, s.year
+        FROM kg JOIN cl ON cl.g = kg.g JOIN ete e USING ({keys})
+        JOIN k_MCO s ON s.eta_num = e.ETB_EXE_FIN AND s.patient_id = kg.pid AND kg.date >= s.start_date
+                     AND coalesce(kg.end_date, kg.date) <= s.end_date""")
+    (n, distinct), = con.sql("SELECT count(*), count(DISTINCT g) FROM att").fetchall()
+    assert n == distinct, "a DCIR claim matches two stays"
+    ev["costs_outpatient"] = con.sql("""
+        SELECT pid AS patient_id, date, end_date, kg.nat AS PRS_NAT_REF, coalesce(c.category, 'other') AS category,
+               CAST(paid AS VARCHAR) AS paid, CAST(base AS VARCHAR) AS base, CAST(reimb AS VARCHAR) AS reimbursed
+        FROM kg LEFT JOIN cat c ON c.nat = kg.nat WHERE kg.g NOT IN (SELECT g FROM att)""").df()
+    _ace_visits(con, dlv, geo)
+    billed = " ".join(f"""UNION ALL
+        SELECT k.patient_id, '{src}', k.eta_num, k.stay_id, k.start_date, k.end_date, 'PMSI', CAST(t.REM_BAS_MNT AS DECIMAL(18,2)),
+               CAST(t.TOT_MNT_AM AS DECIMAL(18,2)), k.year
+        FROM k_{src} k JOIN {table} t ON t._year = k.year AND t.{eta} = k.eta_num AND t.{ident} = k.stay_id
+        WHERE t.{fac} = '1'""" for src, table, eta, ident, fac in BILLED)
+    con.sql(f"""CREATE OR REPLACE TABLE hosp AS
+        SELECT k.patient_id, 'MCO' AS source, k.eta_num, k.stay_id, k.start_date, k.end_date, 'PMSI' AS valuation,
+               CAST(NULL AS DECIMAL(18,2)) AS base, CAST(v.MNT_TOT_AM AS DECIMAL(18,2)) AS reimb, k.year
+        FROM k_MCO k JOIN T_MCOaaVALO v ON v._year = k.year AND v.ETA_NUM = k.eta_num AND v.RSA_NUM = k.stay_id
+        WHERE v.VALO IS NOT NULL AND v.VALO <> '0' AND k.ENT_MOD <> '0' AND k.SOR_MOD <> '0' AND (k.year < 2015 OR k.typ = '0')
+        UNION ALL
+        SELECT k.patient_id, 'MCO', k.eta_num, k.stay_id, k.start_date, k.end_date, 'DCIR', sum(kg.base), sum(kg.reimb), k.year
+        FROM att JOIN kg USING (g) JOIN k_MCO k USING (eta_num, stay_id, year) GROUP BY ALL
+        UNION ALL
+        SELECT a.NIR_ANO_17, 'ACE', a.ETA_NUM, a.SEQ_NUM, a.EXE_SOI_DTD, a.EXE_SOI_DTF, 'PMSI', CAST(v.mnt_br AS DECIMAL(18,2)),
+               CAST(v.mnt_remb AS DECIMAL(18,2)), a._year
+        FROM ace a JOIN T_MCOaaVALOACE v ON v._year = a._year AND v.ETA_NUM = a.ETA_NUM AND v.SEQ_NUM = a.SEQ_NUM
+        WHERE a._rule IS NULL AND v.valo IS NOT NULL AND v.valo <> '0'
+        {billed}""")
+    ev["costs_hospital_stays"] = con.sql("""
+        SELECT patient_id, source, eta_num, stay_id, start_date, end_date, valuation, CAST(base AS VARCHAR) AS base,
+               CAST(reimb AS VARCHAR) AS reimbursed FROM hosp""").df()
+    con.sql("""CREATE OR REPLACE TABLE extras AS
+        SELECT h.patient_id, 'MCO' AS source, h.eta_num, h.stay_id,
+               strftime(CAST(h.start_date AS DATE) + CAST(m.DELAI AS INT), '%Y-%m-%d') AS date, 'drug' AS kind,
+               m.UCD_UCD_COD AS code, CAST(m.ADM_NBR AS DECIMAL(18,3)) AS quantity, CAST(m.ADM_NBR_PRI AS DECIMAL(18,2)) AS amount
+        FROM hosp h JOIN T_MCOaaMED m ON m._year = h.year AND m.ETA_NUM = h.eta_num AND m.RSA_NUM = h.stay_id
+        WHERE h.source = 'MCO' AND h.valuation = 'PMSI'
+        UNION ALL
+        SELECT h.patient_id, 'MCO', h.eta_num, h.stay_id, strftime(CAST(h.start_date AS DATE) + CAST(m.DELAI AS INT), '%Y-%m-%d'),
+               'device', trim(m.LPP_COD), CAST(m.NBR_POS AS DECIMAL(18,3)), CAST(m.NBR_POS_PRI AS DECIMAL(18,2))
+        FROM hosp h JOIN T_MCOaaDMIP m ON m._year = h.year AND m.ETA_NUM = h.eta_num AND m.RSA_NUM = h.stay_id
+        WHERE h.source = 'MCO' AND h.valuation = 'PMSI'""")
+    ev["costs_hospital_extras"] = con.sql("""
+        SELECT * EXCLUDE (quantity, amount), CAST(quantity AS VARCHAR) AS quantity, CAST(amount AS VARCHAR) AS amount
+        FROM extras""").df()
+    sums = ", ".join(f"CAST(sum(CASE WHEN col = '{c}' THEN amt ELSE 0 END) AS VARCHAR) AS {c}" for c in PATIENT_YEAR)
+    ev["costs_patient_year"] = con.sql(f"""
+        WITH r AS (
+            SELECT pid AS patient_id, CAST(substr(date, 1, 4) AS INT) AS year, coalesce(c.category, 'other') AS col, reimb AS amt
+            FROM kg LEFT JOIN cat c ON c.nat = kg.nat WHERE kg.g NOT IN (SELECT g FROM att)
+            UNION ALL SELECT patient_id, CAST(substr(end_date, 1, 4) AS INT), 'hospital_' || lower(source), reimb FROM hosp
+            UNION ALL SELECT patient_id, CAST(substr(date, 1, 4) AS INT), 'hospital_extras', amount FROM extras)
+        SELECT patient_id, year, CAST(sum(amt) AS VARCHAR) AS total, {sums}
+        FROM r GROUP BY ALL""").df()
+    return ev
+
+
+def reference_cost_exclusions(dlv: Delivery) -> dict[str, int]:
+    """`cost_exclusions` of the manifest, recounted from the files (kept stays, visits and claims)."""
+    con = duckdb.connect()
+    stays = reference_events(dlv, con)["stays"]
+    one = lambda q: con.sql(q).fetchall()[0][0]  # noqa: E731
+    out = {
+        "mco_not_valued": one("""SELECT count(*) FROM k_MCO k JOIN T_MCOaaVALO v ON v._year = k.year AND v.ETA_NUM = k.eta_num
+                                 AND v.RSA_NUM = k.stay_id WHERE v.VALO IS NULL OR v.VALO = '0'"""),
+        "mco_inter_establishment": int(((stays["source"] == "MCO") & ((stays["ENT_MOD"] == "0") | (stays["SOR_MOD"] == "0"))).sum()),
+        "mco_typ_gen_rsa": one("SELECT count(*) FROM k_MCO WHERE typ = '1' AND year >= 2015"),
+        "ace_not_valued": one("""SELECT count(*) FROM ace a JOIN T_MCOaaVALOACE v ON v._year = a._year AND v.ETA_NUM = a.ETA_NUM
+                                 AND v.SEQ_NUM = a.SEQ_NUM WHERE a._rule IS NULL AND (v.valo IS NULL OR v.valo = '0')"""),
+        "dcir_lines_attributed_to_stays": one("SELECT count(*) FROM att"),
+    }
+    for src, table, eta, ident, fac in BILLED:
+        out[f"{src.lower()}_not_billable"] = one(f"""SELECT count(*) FROM k_{src} k JOIN {table} t ON t._year = k.year
+            AND t.{eta} = k.eta_num AND t.{ident} = k.stay_id WHERE t.{fac} = '0'""")
+    return out
+
+
 def _canon(df: pd.DataFrame, cols: list[str]) -> list[tuple]:
     return sorted(map(tuple, df[cols].astype(str).fillna("").values.tolist()))
+
+
+@pytest.mark.parametrize("which", ["default", "old"])
+def test_cost_exclusions_match_reference_model(which, gen, delivery, gen_old, delivery_old):
+    _, m = gen if which == "default" else gen_old
+    dlv = delivery if which == "default" else delivery_old
+    assert reference_cost_exclusions(dlv) == m["cost_exclusions"]
 
 
 @pytest.mark.parametrize("which", ["default", "old"])
@@ -596,7 +931,24 @@ def test_truth_is_sorted_and_rich(gen):
     assert set(dg["diagnosis_type"]) == {"DP", "DR", "DAS", "MP", "AE", "ALD"}
     assert not dg["code"].str.contains(".", regex=False).any()
     assert set(truth(out, "procedures")["source"]) >= {"DCIR", "MCO"}
-    assert set(truth(out, "costs_dcir")["category"]) == {"consult", "drug", "biology", "device", "procedure", "other"}
+    assert set(truth(out, "costs_outpatient")["category"]) == {"consult", "drug", "biology", "device", "procedure", "transport",
+                                                                "other"}
+    h = truth(out, "costs_hospital_stays")
+    assert set(h["source"]) == {"MCO", "ACE", "SSR", "HAD", "RIP"} and set(h["valuation"]) == {"PMSI", "DCIR"}
+    assert set(truth(out, "costs_hospital_extras")["kind"]) == {"drug", "device"}
+    assert set(truth(out, "stays")["source"]) == {"MCO", "SSR", "HAD", "RIP"}
+    ce = m["cost_exclusions"]
+    assert min(ce[k] for k in ("mco_not_valued", "mco_inter_establishment", "mco_typ_gen_rsa", "ace_not_valued",
+                               "ssr_not_billable", "rip_not_billable", "dcir_lines_attributed_to_stays")) > 0, ce
+    for name, keys in (("costs_outpatient", ["patient_id", "date", "PRS_NAT_REF"]),
+                       ("costs_hospital_stays", ["patient_id", "start_date", "source", "eta_num", "stay_id"]),
+                       ("costs_hospital_extras", ["patient_id", "date", "kind", "code"]), ("costs_patient_year", ["patient_id", "year"]),
+                       ("stays", ["patient_id", "start_date", "source", "eta_num", "stay_id"])):
+        rows = list(map(tuple, truth(out, name)[keys].values.tolist()))
+        assert rows == sorted(rows), name
+    py = truth(out, "costs_patient_year")
+    assert (py[["hospital_mco", "hospital_ace", "hospital_ssr", "hospital_rip", "hospital_extras", "transport"]]
+            .astype(float) > 0).any().all()
     s = truth(out, "stays")
     assert (s["SOR_MOD"] == "9").sum() == (truth(out, "deaths_by_source")["source"] == "PMSI").sum()
     # realistic densities: tens of DCIR lines per beneficiary-year, a minority in hospital
@@ -614,7 +966,8 @@ def test_events_within_life(gen):
     death = pd.to_datetime(p["death_date"].replace("", None))
     for name, col in (("diagnoses", "date"), ("procedures", "date"), ("consults", "date"), ("biology", "date"),
                       ("devices", "date"), ("drug_dispensations", "date"), ("stays", "start_date"), ("stays", "end_date"),
-                      ("costs_dcir", "date"), ("deaths_by_source", "death_date")):
+                      ("costs_outpatient", "date"), ("costs_hospital_stays", "start_date"), ("costs_hospital_stays", "end_date"),
+                      ("costs_hospital_extras", "date"), ("deaths_by_source", "death_date")):
         t = truth(out, name)
         d = pd.to_datetime(t[col])
         assert (d >= birth.reindex(t["patient_id"]).values).all(), (name, col)

@@ -306,7 +306,8 @@ def build_release_dag(region: Region) -> DAG:
         steps["model"] = step_tasks(
             task_id="model", step="model", region=region, pre_execute=_model_not_published(region),
             trigger_rule="none_failed",
-            step_args=["--input", _xcom("merge"), "--ingest", _xcom("ingest"), "--output", _xcom("model"),
+            step_args=["--input", _xcom("merge"), "--ingest", _xcom("ingest"), "--clean", _xcom("clean"),
+                       "--output", _xcom("model"),
                        "--report", _xcom("model_report"), *common],
         )
         # The quality gates: one step (spark_jobs/quality.py), its stage and the zones it reads.

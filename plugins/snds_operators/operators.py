@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover
 
 SPARK_JOBS_DIR = PROJECT_ROOT / "spark_jobs"
 #: Step arguments naming what a step reads and what it writes (OpenLineage datasets).
-LINEAGE_INPUTS, LINEAGE_OUTPUTS = ("--input", "--ingest"), ("--output", "--quarantine")
+LINEAGE_INPUTS, LINEAGE_OUTPUTS = ("--input", "--ingest", "--clean"), ("--output", "--quarantine")
 
 
 def _dataset(location: str):

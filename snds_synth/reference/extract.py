@@ -52,6 +52,7 @@ PRS_NAT_CATEGORY = {
     3311: "drug", 3313: "drug", 3317: "drug", 3341: "drug",
     3211: "biology",
     3512: "device", 3514: "device", 3515: "device", 3521: "device",
+    4212: "transport", 4213: "transport", 4214: "transport",
     3111: "other", 3122: "other", 2211: "other", 2252: "other",
 }
 

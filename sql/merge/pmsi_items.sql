@@ -18,7 +18,7 @@ WITH b AS (
 ),
 stays AS (
     SELECT c.{{ "year" | ident }}, c.{{ source.stay_key[0] | ident }}, c.{{ source.stay_key[1] | ident }},
-        c.NIR_ANO_17 AS patient_id, c.stay_start, c.stay_end, b.ENT_MOD, b.SOR_MOD, b.{{ source.group_column | ident }} AS ghm
+        c.NIR_ANO_17 AS patient_id, c.stay_start, c.stay_end, b.ENT_MOD, b.SOR_MOD, {% if source.group_column %}b.{{ source.group_column | ident }}{% else %}CAST(NULL AS VARCHAR){% endif %} AS ghm
     FROM {{ source.chaining_table }} AS c
     JOIN b ON {{ on("b", "c") }}
 )
