@@ -133,7 +133,10 @@ def _s3() -> "object":
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         settings["endpoint_override"] = endpoint
-    return pafs.S3FileSystem(**settings)
+    # The AWS SDK's defaults (1 s to connect, 3 s per request, 3 attempts) fail reads of large objects
+    # on a busy worker; a slow request is retried rather than failing the step.
+    return pafs.S3FileSystem(**settings, connect_timeout=10, request_timeout=120,
+                             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=6))
 
 
 def filesystem(location) -> tuple["object", str]:

@@ -311,7 +311,8 @@ def test_hand_made_model_aggregates(engine, hand_zone):
     assert stages == {"model rows: biology": 0, "model rows: cmuc": 10, "model rows: consults": 42,
                       "model rows: deaths_by_source": 42, "model rows: devices": 0, "model rows: diagnoses": 16,
                       "model rows: drug_dispensations": 30, "model rows: patients": 55, "model rows: procedures": M,
-                      "model rows: stays": 0}
+                      "model rows: stays": 0, "model rows: costs_outpatient": 0, "model rows: costs_hospital_stays": 0,
+                      "model rows: costs_hospital_extras": 0, "model rows: costs_patient_year": 0}
     assert a["attrition"]["missing_reports"] == ["ingest", "clean_dcir", "clean_pmsi", "merge", "model"]
 
     assert a["gates"]["gate_clean"] == {"present": False}

@@ -83,7 +83,7 @@ def test_complete_delivery(delivery):
     assert isinstance(c, DeliveryCheck)
     assert (c.status, c.problems) == ("complete", [])
     assert c.release == "2024-06" and c.location == delivery.resolve().as_uri()
-    assert c.files == delivered_names(delivery) and len(c.files) == 26
+    assert c.files == delivered_names(delivery) and len(c.files) == 36
     assert c.bytes == sum((delivery / n).stat().st_size for n in c.files)
     assert c.manifest_sha256 == hashlib.sha256((delivery / MANIFEST).read_bytes()).hexdigest()
     d = json.loads(json.dumps(c.to_dict()))
@@ -171,7 +171,7 @@ def test_problems_never_hold_file_content(delivery):
     (delivery / MANIFEST).write_text((delivery / MANIFEST).read_text() + f"{secret}  oops\n")
     (delivery / "IR_BEN_R.csv").write_text("\n".join(ben[:1] + ben[2:]) + "\n")
     c = check_delivery(str(delivery), required_tables=REQUIRED, now=later())
-    assert c.problems == ["SHA256SUMS line 27: not `<sha256>  <file name>`", "IR_BEN_R.csv: checksum mismatch"]
+    assert c.problems == ["SHA256SUMS line 37: not `<sha256>  <file name>`", "IR_BEN_R.csv: checksum mismatch"]
     assert secret not in json.dumps(c.to_dict())
 
 
@@ -210,7 +210,7 @@ def test_manifest_cli_verifies_with_sha256sum(generated, delivery):
     assert not list(delivery.glob(".*"))  # no temporary file left
     ok = subprocess.run(["sha256sum", "--strict", "-c", MANIFEST], cwd=delivery, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.count(": OK\n") == 26
+    assert ok.stdout.count(": OK\n") == 36
     (delivery / "KI_CCI_R.csv").write_text("changed\n")
     assert subprocess.run(["sha256sum", "-c", MANIFEST], cwd=delivery, capture_output=True).returncode == 1
 
@@ -220,7 +220,7 @@ def test_check_cli(delivery):
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["status"] == "complete" and report["release"] == "2024-06" and len(report["files"]) == 26
+    assert report["status"] == "complete" and report["release"] == "2024-06" and len(report["files"]) == 36
     (delivery / "IR_BEN_R.csv").unlink()
     r = subprocess.run(cmd + ["--required-tables", "IR_BEN_R"], capture_output=True, text=True)
     assert r.returncode == 1
@@ -273,7 +273,7 @@ def test_s3_complete(s3, generated, monkeypatch):
     assert check_delivery(uri.rstrip("/"), required_tables=REQUIRED, now=later(), s3_client=client).status == "complete"
     # just uploaded: within the quiet period
     c = check_delivery(uri, required_tables=REQUIRED, s3_client=client)
-    assert c.status == "incomplete" and len(c.problems) == 27 and all("still being written" in p for p in c.problems)
+    assert c.status == "incomplete" and len(c.problems) == 37 and all("still being written" in p for p in c.problems)
 
 
 def test_s3_checksum_mismatch(s3, generated):

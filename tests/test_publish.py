@@ -130,7 +130,7 @@ def test_publish_switch_history_and_rollback(tmp_path, model_output):
     assert step["status"] == "success" and step["previous"] is None and step["run_id"] == RUN_A
     assert step["manifest"] == str(pointer(lake, R1)) and step["version"] == str(version_file(lake, R1, RUN_A))
     assert step["catalog"] == str(lake / "catalog" / f"{REGION}.duckdb")
-    assert step["totals"] == {"tables": 10, "rows": sum(run_a["rows"].values())}
+    assert step["totals"] == {"tables": 14, "rows": sum(run_a["rows"].values())}
     assert query(lake, "SELECT count(*) FROM main.patients") == [(all_patients,)]
 
     # A second run of the release: CURRENT switches, the first version stays readable.

@@ -186,7 +186,7 @@ def test_a_real_delivery_skips_the_truth_checks(pipeline_run, tmp_path):
                             icfg=IngestConfig.load(), release="2019-06", delivery=tmp_path, truth=tmp_path / "truth")
                    for stage in ("clean", "model")]
     truth = [c for r in results for c in r["checks"] if c["kind"] in ("truth_attrition", "truth_events")]
-    assert len(truth) == 11 and all(c["status"] == "skipped" and "not a synthetic delivery" in c["message"]
+    assert len(truth) == 15 and all(c["status"] == "skipped" and "not a synthetic delivery" in c["message"]
                                     for c in truth)
     assert all(r["totals"]["failed"] == 0 for r in results)
 

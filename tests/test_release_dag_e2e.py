@@ -220,7 +220,7 @@ def test_a_failed_gate_publishes_nothing(tmp_path, synth_delivery):
         record = audit.run_record(summary["run_id"])
     assert record["status"] == "failed" and not record["published"]
     failed = {c["name"] for c in record["checks"] if c["status"] == "fail"}
-    assert "event_date_in_release_window:consults" in failed and "stay_in_release_window" in failed
+    assert "event_date_in_release_window:consults" in failed and "stay_in_release_window:stays" in failed
 
 
 def scan_text(text: str, ids: set[str]) -> list[str]:
