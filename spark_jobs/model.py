@@ -36,6 +36,8 @@ MODEL_SCHEMA = sqlrender.SQL_DIR / "model" / "model.yaml"
 REFERENTIALS = ("IR_BEN_R", "IR_IMB_R", "IR_PHA_R", "REF_ATC_DDD", "KI_CCI_R")
 #: The medico-economic model's tables, in build order.
 COST_TABLES = ("costs_hospital_stays", "costs_outpatient", "costs_hospital_extras", "costs_patient_year")
+#: Intermediate views (sql/model/_<view>.sql) that several cost tables read, built once before them.
+COST_VIEWS = ("claims_in_stays", "valued_mco_stays")
 #: Build order: a table may read the tables built before it.
 BUILD_ORDER = ("stays", "deaths_by_source", "diagnoses", "procedures", "consults", "biology", "devices",
                "drug_dispensations", "cmuc", "patients", *COST_TABLES)
@@ -96,8 +98,10 @@ def run_model(engine: Engine, merge, ingest, output, icfg: IngestConfig, mcfg: d
         inputs[table] = rows or 0
         if rows is None:
             missing.append(table)
+    visits = mcfg["costs"]["ace"]["visit_table"]  # a chaining table: the clean step added its dates
     for table in cost_input_tables(mcfg):
-        rows = register_table(engine, pmsi_zone, table, icfg, retype=False, added=STAY_DATES)
+        rows = register_table(engine, pmsi_zone, table, icfg, retype=False,
+                              added=STAY_DATES if table == visits else None)
         inputs[table] = rows or 0
         if rows is None:
             missing.append(table)
@@ -106,6 +110,9 @@ def run_model(engine: Engine, merge, ingest, output, icfg: IngestConfig, mcfg: d
     try:
         for table in BUILD_ORDER:
             started = time.monotonic()
+            if table == COST_TABLES[0]:  # timed with the first cost table
+                for view in COST_VIEWS:
+                    engine.create_view(view, sqlrender.render(f"model/_{view}.sql", **params), materialize=True)
             spec = schema[table]
             engine.create_view(f"{table}__rows", sqlrender.render(f"model/{table}.sql", **params))
             columns = [c["name"] for c in spec["columns"]]
@@ -116,7 +123,7 @@ def run_model(engine: Engine, merge, ingest, output, icfg: IngestConfig, mcfg: d
             rows = out.write_view(engine, table, table, columns, order)
             tables[table] = {"path": str(output / table), "rows": rows, "seconds": round(time.monotonic() - started, 3)}
             log.info("model %s: %d rows (%.1f s)", table, rows, tables[table]["seconds"])
-        for table in BUILD_ORDER:
+        for table in (*BUILD_ORDER, *COST_VIEWS):
             engine.drop_view(table)
     except BaseException:
         out.discard()

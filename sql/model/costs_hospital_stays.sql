@@ -3,19 +3,16 @@
     clinic stays: the sums of their matched DCIR claims (valuation DCIR; never also counted as
     outpatient care); outpatient visits (ACE): T_MCOaaVALOACE when valued; SSR, HAD, RIP: their billing
     table (STC) when billable to the Assurance maladie. -#}
-{%- from "model/_costs.sql" import claims_in_stays, valued_mco_stays, reimbursed -%}
+{%- from "model/_costs.sql" import reimbursed -%}
 {%- from "clean/pmsi/_stays.sql" import first_stay_rows -%}
 {%- set yr = "year" | ident -%}
-WITH in_stays AS (
-    {{ claims_in_stays(costs.stay_matching_sources) }}
-)
 SELECT patient_id, source, eta_num, stay_id, start_date, end_date, 'PMSI' AS valuation,
     CAST(NULL AS DECIMAL(18,2)) AS base, amount AS reimbursed
-FROM ({{ valued_mco_stays(costs.mco, stay_keys.MCO.stay_table, ["year"] + stay_keys.MCO.stay_key) }}) AS mco
+FROM valued_mco_stays
 UNION ALL
 SELECT patient_id, stay_source, stay_eta_num, stay_id, stay_start, stay_end, 'DCIR',
-    CAST(sum(BSE_REM_BSE) AS DECIMAL(18,2)), CAST(sum({{ reimbursed("in_stays") }}) AS DECIMAL(18,2))
-FROM in_stays
+    CAST(sum(BSE_REM_BSE) AS DECIMAL(18,2)), CAST(sum({{ reimbursed("claims_in_stays") }}) AS DECIMAL(18,2))
+FROM claims_in_stays
 GROUP BY patient_id, stay_source, stay_eta_num, stay_id, stay_start, stay_end
 UNION ALL
 SELECT c.NIR_ANO_17, 'ACE', c.ETA_NUM, c.SEQ_NUM, c.stay_start, c.stay_end, 'PMSI',

@@ -2,10 +2,7 @@
     régularisations) that does not belong to a hospital stay (PMSI-DCIR matching, _costs.sql), with
     its category (config/model.yaml costs.outpatient_categories, by PRS_NAT_REF) and its net amounts:
     paid PRS_PAI_MNT, base BSE_REM_BSE, reimbursed BSE_REM_MNT + CPL_REM_MNT. -#}
-{%- from "model/_costs.sql" import claims_in_stays, same_claim, reimbursed -%}
-WITH in_stays AS (
-    {{ claims_in_stays(costs.stay_matching_sources) }}
-)
+{%- from "model/_costs.sql" import same_claim, reimbursed -%}
 SELECT p.patient_id, p.event_date AS date, p.event_end_date AS end_date, p.PRS_NAT_REF,
     CASE
     {%- for category, ranges in costs.outpatient_categories.items() %}
@@ -14,5 +11,5 @@ SELECT p.patient_id, p.event_date AS date, p.event_end_date AS end_date, p.PRS_N
         ELSE 'other' END AS category,
     CAST(p.PRS_PAI_MNT AS DECIMAL(18,2)) AS paid, CAST(p.BSE_REM_BSE AS DECIMAL(18,2)) AS base, {{ reimbursed("p") }} AS reimbursed
 FROM dcir AS p
-LEFT JOIN in_stays AS a ON {{ same_claim("a", "p") }}
+LEFT JOIN claims_in_stays AS a ON {{ same_claim("a", "p") }}
 WHERE p.item = 'prestation' AND a._n IS NULL
