@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import posixpath
 import shutil
+import time
 from functools import lru_cache
 from pathlib import Path
 
 from spark_jobs.uris import is_s3, split_s3
+
+log = logging.getLogger("snds.lakefs")
 
 #: Pointer object naming a zone's current version, on object stores.
 CURRENT = "_CURRENT"
@@ -338,9 +342,87 @@ def duckdb_s3_filesystem():
     """An fsspec filesystem over the pyarrow S3 filesystem, registered with DuckDB so that its
     `read_parquet`, `read_csv` and `COPY ... TO` reach `s3://` without the httpfs extension (which
     DuckDB downloads at run time: not possible on a closed network)."""
-    from fsspec.implementations.arrow import ArrowFSWrapper
+    from fsspec.implementations.arrow import ArrowFile, ArrowFSWrapper
 
     class S3ArrowFS(ArrowFSWrapper):
         protocol = "s3"
 
+        # fsspec's `exists` answers False on any error, and DuckDB checks a path with it before
+        # reading: a failed request would become "no files found". Only a missing object is False
+        # here; lookups and opens that fail for another reason are retried, then raised.
+        def exists(self, path, **kwargs):
+            try:
+                self.info(path, **kwargs)
+                return True
+            except FileNotFoundError:
+                return False
+
+        def info(self, path, **kwargs):
+            return _retried(super().info, path, **kwargs)
+
+        def _open(self, path, mode="rb", *args, **kwargs):
+            opened = _retried(super()._open, path, mode, *args, **kwargs)
+            if mode == "rb" and opened.stream.seekable():
+                # The same object, reading positionally (a second wrapper would close the stream
+                # when the first one is collected).
+                opened.__class__ = PositionalReads
+            return opened
+
+    class PositionalReads(ArrowFile):
+        """A read-only S3 object whose reads are positional (`read_at`). DuckDB reads one file from
+        several threads through one handle, as `seek(offset)` then `read(n)` with the GIL held; pyarrow
+        releases the GIL inside `read` before it looks up the position, so another thread's seek could
+        move it: a short read ("Failed to read ... only N bytes returned") or bytes from the wrong
+        offset. Here the offset is taken when `read` is called, under the GIL."""
+
+        _position = 0
+
+        def seek(self, offset, whence=0):
+            base = {0: 0, 1: self._position, 2: self.stream.size()}[whence]
+            self._position = base + offset
+            return self._position
+
+        def tell(self):
+            return self._position
+
+        def read(self, size=-1):
+            start = self._position
+            end = self.stream.size()
+            want = end - start if size is None or size < 0 else min(size, max(end - start, 0))
+            parts, got = [], 0
+            while got < want:  # a short answer is asked again for the rest, up to the end
+                part = self.stream.read_at(want - got, start + got)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+            self._position = start + got
+            return b"".join(parts)
+
+        def readinto(self, buffer):
+            data = self.read(len(memoryview(buffer)))
+            memoryview(buffer)[:len(data)] = data
+            return len(data)
+
     return S3ArrowFS(_s3())
+
+
+#: Pauses before each new attempt of an S3 lookup that failed (seconds; the SDK has retried already).
+S3_RETRY_PAUSES = (0.5, 2.0, 5.0)
+
+
+def _retried(call, path, *args, **kwargs):
+    """`call(path, ...)`, attempted again after a pause when it fails with an OSError other than a
+    missing file or a refused permission (those are answers, not failures)."""
+    for pause in (*S3_RETRY_PAUSES, None):
+        try:
+            return call(path, *args, **kwargs)
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
+            raise
+        except OSError as exc:
+            if pause is None:
+                raise
+            reason = (str(exc).strip().splitlines() or [""])[0][:300]
+            log.warning("S3 request on %s failed (%s: %s); trying again in %.1f s",
+                        path, type(exc).__name__, reason, pause)
+            time.sleep(pause)

@@ -140,7 +140,7 @@ def test_an_s3_zone_is_replaced_by_a_pointer_switch_and_a_failed_run_changes_not
     assert _run_steps(lake, "unused", secure, "r3", steps=("model",)) == {"model": 2}
     assert _versions(client, bucket, key) == second and _zone_files(model) == first_files
     report = lakefs.read_json(f"{lake}/runs/release={RELEASE}/r3/steps/model.json")
-    assert report["status"] == "failed" and report["error"] == "OSError"
+    assert report["status"] == "failed" and report["error"] == "OSError: simulated write failure"
 
 
 def test_lake_paths_and_listing(s3_lake):
@@ -169,6 +169,98 @@ def test_lake_paths_and_listing(s3_lake):
     assert lakefs.read_first_line(files[0]).endswith(b"\n")
     # A zone without a pointer (written by hand) is read where it is.
     assert lakefs.current(root / RELEASE) == root / RELEASE
+
+
+def test_duckdb_s3_lookups_retry_a_failed_request_and_tell_missing_from_failing(s3_lake, monkeypatch, caplog):
+    """DuckDB checks a path with fsspec's `exists` before reading it, which answers False on any
+    error: a failed request would read as "no files found". Here a lookup that fails is tried again,
+    only a missing object is False, and a lookup failing every time raises."""
+    import duckdb
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    from spark_jobs import lakefs
+
+    client, bucket = s3_lake
+    monkeypatch.setattr(lakefs, "S3_RETRY_PAUSES", (0, 0, 0))
+    real_info, failures = ArrowFSWrapper.info, []
+
+    def flaky_info(self, path, **kwargs):
+        if len(failures) < failures_wanted:
+            failures.append(path)
+            raise OSError("When getting information for key: AWS Error NETWORK_CONNECTION (simulated)")
+        return real_info(self, path, **kwargs)
+
+    monkeypatch.setattr(ArrowFSWrapper, "info", flaky_info)
+    fs = lakefs.duckdb_s3_filesystem()
+    manifest = f"{bucket}/landing/{RELEASE}/_truth/manifest.json"
+    failures_wanted = 3
+    assert fs.exists(manifest) and len(failures) == 3
+    assert "trying again" in caplog.text
+    assert not fs.exists(f"{bucket}/landing/{RELEASE}/no-such-file.csv")
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    failures.clear()
+    assert con.execute(f"SELECT count(*) FROM read_json('s3://{manifest}')").fetchone() == (1,)
+    failures.clear()
+    failures_wanted = 99
+    with pytest.raises(OSError, match="simulated"):
+        fs.exists(manifest)
+    with pytest.raises(duckdb.Error, match="simulated"):
+        con.execute(f"SELECT * FROM read_json('s3://{manifest}')")
+    # A step's log shows the first line of a file access error (it names requests and paths, not
+    # values); any other error's message stays withheld.
+    from spark_jobs.steprun import file_access_error
+
+    failures_wanted = 0
+    with pytest.raises(duckdb.IOException) as missing:
+        con.execute(f"SELECT * FROM read_csv('s3://{bucket}/landing/{RELEASE}/no-such-file.csv')")
+    assert "no-such-file.csv" in file_access_error(missing.value)
+    assert file_access_error(OSError("AWS Error ACCESS_DENIED\nmore")) == "AWS Error ACCESS_DENIED"
+    assert file_access_error(ValueError("a value 1234")) is None
+
+
+def test_duckdb_s3_reads_take_the_offset_when_called_whatever_other_threads_do(s3_lake):
+    """DuckDB reads one file from several threads through one handle (seek, then read). A read
+    waiting on S3 must not pick up a seek made by another thread meanwhile; a multi-buffer CSV read
+    with several threads gives the file's bytes exactly."""
+    import threading
+
+    import duckdb
+
+    from spark_jobs import lakefs
+
+    client, bucket = s3_lake
+    body = b"".join(f"{i};{i * 7919 % 100003}\n".encode() for i in range(600_000))  # ~7 MB: several buffers
+    client.put_object(Bucket=bucket, Key="big.csv", Body=body)
+    fs = lakefs.duckdb_s3_filesystem()
+    handle = fs.open(f"{bucket}/big.csv", "rb")
+    real_read_at, entered, resume = handle.stream.read_at, threading.Event(), threading.Event()
+
+    def slow_first_read_at(nbytes, offset):
+        if not entered.is_set():
+            entered.set()
+            resume.wait(10)
+        return real_read_at(nbytes, offset)
+
+    handle.stream = type("Stream", (), {"read_at": staticmethod(slow_first_read_at),
+                                        "size": handle.stream.size, "seekable": lambda self: True})()
+    first = {}
+    reader = threading.Thread(target=lambda: (handle.seek(1000), first.setdefault("data", handle.read(50))))
+    reader.start()
+    assert entered.wait(10)
+    handle.seek(5_000_000)  # another thread's seek while the first read waits on S3
+    second = handle.read(50)
+    resume.set()
+    reader.join(10)
+    assert first["data"] == body[1000:1050] and second == body[5_000_000:5_000_050]
+    handle.seek(len(body) - 10)
+    assert handle.read(100) == body[-10:] and handle.read(5) == b""
+
+    con = duckdb.connect(config={"threads": 4})
+    con.register_filesystem(lakefs.duckdb_s3_filesystem())
+    for _ in range(3):
+        assert con.execute(f"SELECT count(*), sum(column1) FROM read_csv('s3://{bucket}/big.csv', header=false)"
+                           ).fetchone() == (600_000, sum(i * 7919 % 100003 for i in range(600_000)))
 
 
 def test_release_dag_of_a_region_on_s3_runs_end_to_end(s3_env, synth_delivery, synth_truth, tmp_path):
