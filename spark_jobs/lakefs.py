@@ -407,6 +407,15 @@ def duckdb_s3_filesystem():
     return S3ArrowFS(_s3())
 
 
+def file_access_error(exc: BaseException) -> str | None:
+    """The first line of a file or object-store access error (an OSError, or an engine's I/O error:
+    they name paths and requests, not row values), for logs and reports; None for any other error."""
+    if not (isinstance(exc, OSError) or type(exc).__name__ == "IOException"):
+        return None
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return first[:300] or type(exc).__name__
+
+
 #: Pauses before each new attempt of an S3 lookup that failed (seconds; the SDK has retried already).
 S3_RETRY_PAUSES = (0.5, 2.0, 5.0)
 
@@ -422,7 +431,6 @@ def _retried(call, path, *args, **kwargs):
         except OSError as exc:
             if pause is None:
                 raise
-            reason = (str(exc).strip().splitlines() or [""])[0][:300]
             log.warning("S3 request on %s failed (%s: %s); trying again in %.1f s",
-                        path, type(exc).__name__, reason, pause)
+                        path, type(exc).__name__, file_access_error(exc), pause)
             time.sleep(pause)

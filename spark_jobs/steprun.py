@@ -201,15 +201,6 @@ def check_locations(args: argparse.Namespace) -> None:
             check_within(value, roots, f"--{name.replace('_', '-')}")
 
 
-def file_access_error(exc: BaseException) -> str | None:
-    """The first line of a file or object-store access error (an OSError, or an engine's I/O error:
-    they name paths and requests, not row values), for the log; None for any other error."""
-    if not (isinstance(exc, OSError) or type(exc).__name__ == "IOException"):
-        return None
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return first[:300] or type(exc).__name__
-
-
 def run_step(step: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace, Engine], dict],
              argv: list[str] | None = None, inputs: Callable[[argparse.Namespace], dict] | None = None,
              outputs: Callable[[argparse.Namespace], dict] | None = None, expected: tuple = ()) -> int:
@@ -239,14 +230,14 @@ def run_step(step: str, parser: argparse.ArgumentParser, body: Callable[[argpars
     except Exception as exc:
         report["status"] = "failed"
         report["error"] = type(exc).__name__
-        access = file_access_error(exc)
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        access = lakefs.file_access_error(exc)
         if access:
             report["error"] += f": {access}"
-            log.error("%s failed on a file access: %s\n%s", step, access,
-                      "".join(traceback.format_tb(exc.__traceback__)))
+            log.error("%s failed on a file access: %s\n%s", step, access, frames)
         else:
             log.error("%s failed with an unexpected %s (message withheld: it may quote data)\n%s",
-                      step, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+                      step, type(exc).__name__, frames)
         return 2
     finally:
         report["seconds"] = round(time.monotonic() - t0, 3)

@@ -209,8 +209,7 @@ def test_duckdb_s3_lookups_retry_a_failed_request_and_tell_missing_from_failing(
         con.execute(f"SELECT * FROM read_json('s3://{manifest}')")
     # A step's log shows the first line of a file access error (it names requests and paths, not
     # values); any other error's message stays withheld.
-    from spark_jobs.steprun import file_access_error
-
+    file_access_error = lakefs.file_access_error
     failures_wanted = 0
     with pytest.raises(duckdb.IOException) as missing:
         con.execute(f"SELECT * FROM read_csv('s3://{bucket}/landing/{RELEASE}/no-such-file.csv')")
