@@ -20,6 +20,9 @@ RELEASE ?=
 INPUT ?=
 STEPS ?=
 DRY_RUN ?=
+# make run / synth: delivery profile (config/profiles/<name>.yaml, a file, or auto); make synth: variants
+PROFILE ?=
+VARIANTS ?=
 
 # make sql / audit / versions
 Q ?=
@@ -29,7 +32,7 @@ ARGS ?=
 STUDY ?=
 RUN_ID ?=
 
-.PHONY: help install lock demo test airflow run keys sql audit versions cohort synth bench clean
+.PHONY: help install lock demo test airflow run detect keys sql audit versions cohort synth bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -61,9 +64,13 @@ test: install ## the whole test suite
 airflow: install ## airflow standalone with the project's DAGs (UI on :8080)
 	$(BIN)/python -m snds_operators.localrun airflow
 
-run: install ## run the release DAG: make run RELEASE=<id> [INPUT=<dir>] [REGION=<r>] [ENGINE=...] [STEPS=a,b] [DRY_RUN=1]
-	@test -n "$(RELEASE)" || { echo "usage: make run RELEASE=<id> [INPUT=<delivery dir>] [REGION=<region>] [ENGINE=duckdb|spark-local|spark-standalone] [STEPS=merge,model] [DRY_RUN=1]"; exit 2; }
-	$(BIN)/python -m snds_operators.localrun run --release "$(RELEASE)" $(if $(INPUT),--input "$(INPUT)") $(if $(REGION),--region $(REGION)) $(if $(filter command line,$(origin ENGINE)),--engine $(ENGINE)) $(if $(STEPS),--steps $(STEPS)) $(if $(DRY_RUN),--dry-run)
+run: install ## run the release DAG: make run RELEASE=<id> [INPUT=<dir>] [REGION=<r>] [PROFILE=<name>|auto] [ENGINE=...] [STEPS=a,b] [DRY_RUN=1]
+	@test -n "$(RELEASE)" || { echo "usage: make run RELEASE=<id> [INPUT=<delivery dir>] [REGION=<region>] [PROFILE=<profile name or file>|auto] [ENGINE=duckdb|spark-local|spark-standalone] [STEPS=merge,model] [DRY_RUN=1]"; exit 2; }
+	$(BIN)/python -m snds_operators.localrun run --release "$(RELEASE)" $(if $(INPUT),--input "$(INPUT)") $(if $(REGION),--region $(REGION)) $(if $(PROFILE),--profile "$(PROFILE)") $(if $(filter command line,$(origin ENGINE)),--engine $(ENGINE)) $(if $(STEPS),--steps $(STEPS)) $(if $(DRY_RUN),--dry-run)
+
+detect: install ## print the delivery profile detected in a delivery: make detect INPUT=<dir> (> config/profiles/mine.yaml)
+	@test -n "$(INPUT)" || { echo "usage: make detect INPUT=<delivery dir>   (prints a profile file; redirect it to keep it)"; exit 2; }
+	@$(BIN)/python -m spark_jobs.detect --input "$(INPUT)"
 
 keys: install ## region key and vault: make keys ACTION=check|commit|rotate [REGION=<r>]
 	@test -n "$(ACTION)" || { echo "usage: make keys ACTION=check|commit|rotate [REGION=<region>]"; exit 2; }
@@ -82,8 +89,8 @@ cohort: install ## study cohorts over a published release: make cohort RELEASE=<
 	@test -n "$(RELEASE)" || { echo "usage: make cohort RELEASE=<id> [REGION=<region>] [STUDY=<study file>] [RUN_ID=<published run id>]"; exit 2; }
 	$(BIN)/python -m snds_operators.localrun cohort --release "$(RELEASE)" $(if $(REGION),--region $(REGION)) $(if $(STUDY),--study "$(STUDY)") $(if $(RUN_ID),--model-run-id "$(RUN_ID)")
 
-synth: install ## synthetic delivery: make synth N=<n> SEED=<s> YEARS=<y1-y2> OUT=<dir>
-	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out $(OUT)
+synth: install ## synthetic delivery: make synth N=<n> SEED=<s> YEARS=<y1-y2> OUT=<dir> [PROFILE=<name>] [VARIANTS=a,b]
+	$(BIN)/python -m snds_synth --n $(N) --seed $(SEED) --years $(YEARS) --out $(OUT) $(if $(PROFILE),--profile $(PROFILE)) $(if $(VARIANTS),--variants $(VARIANTS))
 
 bench: install ## benchmark generator, ingest and every pipeline step (10k and 50k beneficiaries, both engines)
 	$(BIN)/python benchmarks/run.py --out var/bench/results.json

@@ -1,4 +1,4 @@
-"""Command line: python -m snds_synth --n 2000 --seed 42 --years 2019-2021 --out DIR"""
+"""Command line: python -m snds_synth --n 2000 --seed 42 --years 2019-2021 --out DIR [--profile NAME] [--variants a,b]"""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 import sys
 
 from .generate import GeneratorError, generate
+from .variants import PROFILES, VARIANTS
 
 
 def _years(text: str) -> tuple[int, int]:
@@ -29,14 +30,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output directory (wiped; refused if non-empty and not a previous output)")
     p.add_argument("--dcir-dates", choices=["dmy", "iso"], default="dmy",
                    help="layout of plain dates in DCIR, IR_* and KI_* files: dd/MM/yyyy (default) or yyyy-MM-dd")
-    p.add_argument("--encoding", choices=["utf-8", "latin-1"], default="utf-8")
+    p.add_argument("--encoding", choices=["utf-8", "latin-1", "cp1252"], default="utf-8",
+                   help="file encoding (latin-1: the variant latin1, cp1252: the variant cp1252)")
     p.add_argument("--id-column", choices=["BEN_NIR_PSA", "NUM_ENQ"], default="BEN_NIR_PSA",
-                   help="name of the patient column (NUM_ENQ: CNAM study extracts)")
+                   help="name of the patient column (NUM_ENQ: CNAM study extracts; the variant num_enq)")
+    p.add_argument("--profile", default=None,
+                   help="delivery profile, a preset list of variants: " + "; ".join(
+                       f"{k} = {', '.join(v) or 'no variant'}" for k, v in PROFILES.items()))
+    p.add_argument("--variants", default=None, metavar="A,B,...",
+                   help="delivery variants, comma-separated (added to the profile's): " + ", ".join(VARIANTS))
+    p.add_argument("--list-variants", action="store_true", help="list the variants and profiles, and exit")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--list-variants" in argv:
+        for k, v in VARIANTS.items():
+            print(f"{k:<24} {v}")
+        for k, v in PROFILES.items():
+            print(f"profile {k:<16} {', '.join(v) or '(no variant: the native delivery)'}")
+        return 0
     a = p.parse_args(argv)
     try:
         generate(a.out, n=a.n, seed=a.seed, years=a.years, dcir_dates=a.dcir_dates, encoding=a.encoding,
-                 id_column=a.id_column, quiet=a.quiet)
+                 id_column=a.id_column, quiet=a.quiet, variants=a.variants, profile=a.profile)
     except GeneratorError as exc:
         print(f"snds_synth: error: {exc}", file=sys.stderr)
         return 2

@@ -79,6 +79,8 @@ class _DateTables:
             return pc.binary_join_element_wise(dd, mon, yyyy, ":00:00:00", "")
         if layout == "ym":
             return pc.binary_join_element_wise(yyyy, mm, "")
+        if layout == "my":
+            return pc.binary_join_element_wise(mm, yyyy, "")
         if layout == "y":
             return yyyy
         if layout == "m":

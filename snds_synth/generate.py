@@ -18,6 +18,7 @@ from . import dcir as D
 from . import drugs as drugs_mod
 from . import pmsi as P
 from . import render, truth, world
+from . import variants as V
 from .table import Cols
 from .writer import Profile, write_table
 
@@ -45,8 +46,13 @@ def _prepare_out(out: Path) -> None:
 
 
 def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2019, 2021), dcir_dates: str = "dmy",
-             encoding: str = "utf-8", id_column: str = "BEN_NIR_PSA", quiet: bool = False) -> dict:
-    """Write a synthetic SNDS delivery into `out_dir` (wiped first) and return the truth manifest."""
+             encoding: str = "utf-8", id_column: str = "BEN_NIR_PSA", quiet: bool = False, variants=None,
+             profile: str | None = None) -> dict:
+    """Write a synthetic SNDS delivery into `out_dir` (wiped first) and return the truth manifest.
+
+    `variants` (a list or 'a,b,c') and `profile` (a preset list of variants, snds_synth.variants.PROFILES)
+    choose how the delivery is written (docs/synthetic-data.md, "Delivery variants"); `dcir_dates='iso'`,
+    `encoding='latin-1'` and `id_column='NUM_ENQ'` are the variants iso_dates, latin1 and num_enq."""
     y1, y2 = int(years[0]), int(years[1])
     if not (2008 <= y1 <= y2 <= 2030):
         raise GeneratorError(f"years must satisfy 2008 <= y1 <= y2 <= 2030, got {y1}-{y2}")
@@ -57,14 +63,22 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
     enc = encoding.lower().replace("_", "-")
     if enc in ("latin1", "iso-8859-1"):
         enc = "latin-1"
-    if enc not in ("utf-8", "latin-1"):
-        raise GeneratorError("encoding must be utf-8 or latin-1")
+    if enc in ("windows-1252", "cp-1252"):
+        enc = "cp1252"
+    if enc not in ("utf-8", "latin-1", "cp1252"):
+        raise GeneratorError("encoding must be utf-8, latin-1 or cp1252")
     if id_column not in ("BEN_NIR_PSA", "NUM_ENQ"):
         raise GeneratorError("id_column must be BEN_NIR_PSA or NUM_ENQ")
+    try:
+        profile_name, vset = V.resolve(profile, variants, dcir_dates, enc, id_column)
+    except V.VariantError as exc:
+        raise GeneratorError(str(exc)) from None
+    dcir_dates, enc, id_column = V.effective_options(vset)
+    delivered = V.sources(vset)
     out = Path(out_dir)
     _prepare_out(out)
     t0 = time.monotonic()
-    profile = Profile(dcir_dates=dcir_dates, encoding=enc, id_column=id_column, quiet=quiet)
+    profile = Profile(dcir_dates=dcir_dates, encoding=enc, id_column=id_column, quiet=quiet, variants=vset, seed=seed)
 
     def log(msg):
         if not quiet:
@@ -88,40 +102,58 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
     log(f"PMSI: {pm.stays.n} stays ({clinic.n} private clinic MCO stays)")
     ace = ace_mod.build(rng, period, pats, codes, ex)
     log(f"ACE: {ace.visits.n} outpatient hospital visits")
+    # variants changing the world's stays (their own random draws: the world above is the native one)
+    variant_counts = V.apply_world(pm, pats, period, profile)
+    st = pm.stays
+    pm.counts["geographic_finess_kept"] = {
+        P.SOURCES[s]: int(np.sum((st["role"] == P.ROLE_WORLD) & st["geo_kept"] & (st["src"] == s))) for s in range(3)}
+    if vset:
+        log(f"variants: {', '.join(sorted(vset))}")
 
+    # every table is rendered (the world's random draws do not depend on what is delivered), then only
+    # the delivered source families are written
     files_dcir, _ = render.render_dcir(rng, d, pats, prov, drugs, codes, period, profile)
     files_pmsi, pmsi_info = render.render_pmsi(rng, pm, pats, codes, period, profile)
     files_ace, ace_info = render.render_ace(ace, pats, codes, period, profile)
     files_refs, refs_info = render.render_refs(rng, pats, drugs, codes, period, profile)
     manifest_files = {}
     for fname, fd in {**files_dcir, **files_refs, **files_pmsi, **files_ace}.items():
-        manifest_files[fname] = write_table(out, fname, fd.table, fd.year, fd.data, profile, fd.corrupt)
+        if V.family(fd.table) in delivered:
+            manifest_files[fname] = write_table(out, fname, fd.table, fd.year, fd.data, profile, fd.corrupt)
+    has_dcir, has_pmsi = "DCIR" in delivered, "PMSI" in delivered
     # per-file cleaning counts
     pf = {**pmsi_info["per_file_cleaning"], **ace_info["per_file_cleaning"]}
-    prs = manifest_files["ER_PRS_F.csv"]
-    prs["cleaning"] = {r: int(d.counts[r]) for r in DCIR_RULES}
+    if has_dcir:
+        manifest_files["ER_PRS_F.csv"]["cleaning"] = {r: int(d.counts[r]) for r in DCIR_RULES}
     for fname, entry in manifest_files.items():
         if fname in pf:
             entry["cleaning"] = pf[fname]
         entry.setdefault("cleaning", {})
+    uncatalogued = []
+    if profile.has("uncatalogued"):
+        data, columns = V.uncatalogued(pats, period, profile)
+        e = write_table(out, V.UNCATALOGUED_FILE, None, None, data, profile, columns=columns)
+        manifest_files[V.UNCATALOGUED_FILE] = {**e, "cleaning": {}, "catalogued": False}
+        uncatalogued.append(V.UNCATALOGUED_FILE)
 
     # cleaning: rows removed per rule and table = the sum of the per-file counts
     cleaning = {r: {} for r in ALL_RULES}
     for r in DCIR_RULES:
-        cleaning[r]["ER_PRS_F"] = int(d.counts[r])
+        if has_dcir:
+            cleaning[r]["ER_PRS_F"] = int(d.counts[r])
     for fname, entry in sorted(manifest_files.items()):
         for r, k in entry["cleaning"].items():
-            if r in PMSI_RULES:
+            if r in PMSI_RULES and entry["table"] is not None:
                 cleaning[r][entry["table"]] = cleaning[r].get(entry["table"], 0) + int(k)
     st, vis = pm.stays, ace.visits
     stays_removed = {}
     for r, role in (("pmsi_bad_chaining", P.ROLE_CHAINING), ("pmsi_placeholder_nir", P.ROLE_PLACEHOLDER),
                     ("pmsi_geographic_finess_duplicate", P.ROLE_GEO_COPY), ("error_group", P.ROLE_ERROR),
                     ("mco_ghs_9999", P.ROLE_GHS9999)):
-        stays_removed[r] = {s: int(np.sum((st["role"] == role) & (st["src"] == i))) for i, s in enumerate(P.SOURCES)}
-        stays_removed[r]["ACE"] = int(np.sum(vis["role"] == role))
+        stays_removed[r] = {s: int(np.sum((st["role"] == role) & (st["src"] == i))) * has_pmsi for i, s in enumerate(P.SOURCES)}
+        stays_removed[r]["ACE"] = int(np.sum(vis["role"] == role)) * has_pmsi
     # cross-check: the stay tables' counts are the stays' (SSR B: weeks)
-    for i, s in enumerate(P.SOURCES):
+    for i, s in enumerate(P.SOURCES if has_pmsi else ()):
         m = st["src"] == i
         ctab, btab = f"T_{s}aaC", ("T_RIPaaRSA" if s == "RIP" else f"T_{s}aaB")
         assert cleaning["pmsi_bad_chaining"].get(ctab, 0) == stays_removed["pmsi_bad_chaining"][s]
@@ -131,7 +163,7 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
             assert cleaning["pmsi_geographic_finess_duplicate"].get(btab, 0) == geo_rows
 
     log("truth events")
-    events, cost_exclusions = truth.build_events(pats, prov, drugs, codes, d, pm, ace)
+    events, cost_exclusions = truth.build_events(pats, prov, drugs, codes, d, pm, ace, sources=delivered)
     tdir = out / "_truth" / "events"
     tdir.mkdir(parents=True)
     ev_counts = {}
@@ -143,7 +175,8 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
     dotted = {}
     for src in (pmsi_info["dotted_icd10"], refs_info["dotted_icd10"]):
         for k, v in src.items():
-            dotted[k] = dotted.get(k, 0) + v
+            if V.family(k) in delivered:
+                dotted[k] = dotted.get(k, 0) + v
     geo_list = [str(f) for f, k in zip(codes.finess, codes.finess_kind) if k == "geo"]
     manifest = {
         "generator_version": __version__,
@@ -153,17 +186,23 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
         "dcir_dates": dcir_dates,
         "encoding": enc,
         "id_column": id_column,
+        "profile": profile_name,
+        "variants": sorted(vset),
+        **({"sources": sorted(delivered)} if delivered != V.ALL_SOURCES else {}),
+        **({"uncatalogued_files": uncatalogued} if uncatalogued else {}),
+        **({"variant_counts": variant_counts} if variant_counts else {}),
         "geographic_finess": geo_list,
         "legal_entity_finess": {str(f): str(g) for f, k, g in zip(codes.finess, codes.finess_kind, codes.finess_group) if k == "legal"},
         "files": dict(sorted(manifest_files.items())),
         "cleaning": cleaning,
         "cleaning_stays": stays_removed,
-        "regularisation": d.regul,
-        "geographic_finess_kept_stays": pm.counts["geographic_finess_kept"],
+        "regularisation": d.regul if has_dcir else {k: 0 for k in d.regul},
+        "geographic_finess_kept_stays": pm.counts["geographic_finess_kept"] if has_pmsi else
+        {k: 0 for k in pm.counts["geographic_finess_kept"]},
         "cost_exclusions": cost_exclusions,
         "dotted_icd10": dict(sorted(dotted.items())),
         "events": ev_counts,
-        "patients": {"n": n, "deaths": int(pats.dead.sum()), "incoherent_deaths": int(pats.incoherent.sum())},
+        "patients": _patient_counts(events["patients"]),
         "quarantine_total": sum(sum(e["quarantine"].values()) for e in manifest_files.values()),
     }
     with open(out / "_truth" / "manifest.json", "w", encoding="utf-8") as fh:
@@ -175,6 +214,13 @@ def generate(out_dir, n: int = 2000, seed: int = 42, years: tuple[int, int] = (2
     rows = sum(e["rows"] for e in manifest_files.values())
     log(f"done: {len(manifest_files)} files, {rows} data lines, {sum(ev_counts.values())} truth events -> {out}")
     return manifest
+
+
+def _patient_counts(patients: dict) -> dict:
+    """n, deaths and incoherent deaths of the truth's `patients` table (every beneficiary in a delivery with
+    IR_BEN_R; the patients of the events otherwise)."""
+    return {"n": len(patients["patient_id"]), "deaths": len(patients["death_date"]) - patients["death_date"].null_count,
+            "incoherent_deaths": int(np.sum(np.asarray(patients["incoherent_death"].to_numpy(zero_copy_only=False)) == "1"))}
 
 
 def _json_default(o):

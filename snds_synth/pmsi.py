@@ -14,6 +14,8 @@ Stay `role`:
   4 MCO GHS_NUM = 9999
   5 copy of a world stay under a geographic FINESS (years <= 2017)
   6 malformed (its B or C line is quarantined by ingest; B and C rows only)
+Some world MCO stays have one unreadable stay date (NULLED_STAY_DATES): nulled at ingest, the stay is
+kept with RULES.md's fallback date.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ VALO_VALUED, VALO_ZERO, VALO_EMPTY, VALO_NONE = 1, 0, 2, -1  # T_MCOaaVALO.VALO 
 ROLE_WORLD, ROLE_CHAINING, ROLE_PLACEHOLDER, ROLE_ERROR, ROLE_GHS9999, ROLE_GEO_COPY, ROLE_MALFORMED = range(7)
 CHAINING_COLUMNS = ("NIR_RET", "NAI_RET", "SEX_RET", "SEJ_RET", "FHO_RET", "PMS_RET", "DAT_RET")
 GEO_DUPLICATE_LAST_YEAR = 2017
+NULLED_STAY_DATES = ("EXE_SOI_DTD", "EXE_SOI_DTF", "ENT_DAT")  # MCO C-table dates written unreadable
 
 SSR_GME = np.array(["0101A1", "0102B1", "0401A2", "0502B1", "0801A1", "0803C2", "0804A1", "0807B2", "0901A1",
                     "1001B1", "1102A2", "1601A1", "1902B1", "2301A1", "2302B2", "2401A1"])
@@ -315,8 +318,8 @@ def build(rng: np.random.Generator, period: Period, p: Patients, codes: Codes, e
     k = 1 + p.n // 4000
     mal_src, mal_reason = [], []
     for y in period.years:
-        for s_i, reasons in ((MCO, ["B:wrong_column_count", "C:wrong_column_count", "C:bad_date:EXE_SOI_DTD", "C:bad_date:ENT_DAT"]),
-                             (SSR, ["C:bad_date:ENT_DAT"])):
+        for s_i, reasons in ((MCO, ["B:wrong_column_count", "C:wrong_column_count"]),
+                             (SSR, ["C:wrong_column_count"])):
             pool = np.flatnonzero((role == ROLE_WORLD) & (src == s_i) & (st["year"] == y))
             want = reasons * k
             if len(pool) == 0:
@@ -328,6 +331,15 @@ def build(rng: np.random.Generator, period: Period, p: Patients, codes: Codes, e
     mal["role"] = np.full(mal.n, ROLE_MALFORMED)
     mal["copy_of"] = mal_src
     mal["reason"] = np.array(mal_reason, dtype=object)
+    # unreadable stay dates of world MCO stays: the cell is nulled at ingest (a stay date is not a rule
+    # column) and RULES.md's fallback date gives the stay the same start or end (ENT_DAT and SOR_DAT
+    # hold the same dates as EXE_SOI_DTD/EXE_SOI_DTF); evenly spaced, so no random draw is consumed
+    for y in period.years:
+        pool = np.flatnonzero((role == ROLE_WORLD) & (src == MCO) & (st["year"] == y))
+        marks = [f"C:nulled:bad_date:{c}" for c in NULLED_STAY_DATES] * k
+        if len(pool) >= 2 * len(marks):
+            picked = pool[np.linspace(0, len(pool) - 1, len(marks)).astype(np.int64)]
+            st["reason"][picked] = np.array(marks, dtype=object)
 
     base_n = S
     stays = Cols.concat([st, copies, mal])

@@ -11,12 +11,13 @@ import pyarrow.compute as pc
 from . import ace as A
 from . import dcir as D
 from . import pmsi as P
-from .codes import Codes
+from .codes import Codes, read_ref
 from .drugs import Drugs
 from .fmt import (NULL_DAY, PLACEHOLDER_DEATH, add_months, month_start, s_cents, s_const, s_fixed, s_int, s_null_empty,
                   s_take, s_zero_pad)
 from .table import group_ids, rank_in_group
 from .world import PLACEHOLDER_NIRS, Patients, Period, Providers, age_months, age_years, random_ids
+from .variants import GHS_LETTER_CODES, MISSING_CHAINING_CODES
 from .writer import Formatter, Lazy, Profile
 
 
@@ -233,6 +234,25 @@ def render_dcir(rng, d: D.Dcir, p: Patients, prov: Providers, drugs: Drugs, code
         "ETE_TYP_COD": s_int(t["typ"]),
         "PRS_PPU_SEC": s_int(L["ppu"][lp]),
     })
+    if profile.has("extra_tables"):
+        # ER_ARO_F: the complementary (CMU-C) reimbursement of the kept lines that have one, in flux order
+        aro = np.flatnonzero((L["role"] == D.ROLE_WORLD) & (L["cpl"] != 0))
+
+        def make_aro(a, b):
+            r = aro[a:b]
+            k = len(r)
+            cpl, base, rate = L["cpl"][r], L["base"][r], L["rate"][r].astype(np.int64)
+            return {
+                "ARO_ASU_NAT": s_const("10", k), "ARO_CPL_COD": s_const("0", k), "ARO_ENV_TYP": s_const("0", k),
+                "ARO_FJH_TYP": s_const("0", k), "ARO_FTA_COD": s_const("0", k), "ARO_MIN_TAU": s_const("0.00", k),
+                "ARO_MOD_MNT": s_const("0.00", k), "ARO_ORD_NUM": s_const("1", k), "ARO_PRS_NAT": s_int(L["nat"][r]),
+                "ARO_REM_BSE": s_cents(base), "ARO_REM_MNT": s_cents(cpl), "ARO_REM_PRU": s_fixed(base * 1000, 5),
+                "ARO_REM_SGN": s_int(np.where(cpl < 0, -1, 1)), "ARO_REM_TAU": s_fixed((100 - rate) * 100, 2),
+                "ARO_REM_TYP": s_const("1", k), "ARO_THE_TAU": s_int(100 - rate),
+                "ORG_CLE_NEW": s_take(org, pid[r]), **keys(r),
+            }
+
+        files["ER_ARO_F.csv"] = FileData("ER_ARO_F", None, Lazy(len(aro), make_aro), [])
     return files, {"order": order}
 
 
@@ -346,6 +366,9 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
                     "SOR_DES": pc.if_else(pa.array(st["sor_des"][sel] == ""), pa.nulls(n, pa.string()), pa.array(st["sor_des"][sel].astype(str))),
                     "TYP_GEN_RSA": s_int(st["typ_gen"][sel]),
                 }
+                if profile.has("return_codes3"):
+                    b.update(_return_codes3(role, "GRG_RET", "GRC_RET"))
+                    b["GHS_NUM"] = _ghs_letters(st, sel, b["GHS_NUM"])
                 files[bname + ".csv"] = FileData(tb, y, b, cor_b)
                 c = {"ETA_NUM": eta, "RSA_NUM": ident, "SEJ_NUM": s_int(st["sej_num"][sel]),
                      "EXE_SOI_AMF": Fc.date("EXE_SOI_AMF", end), **c_common}
@@ -413,12 +436,16 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
                 vp = np.flatnonzero(real & (valo != P.VALO_NONE))
                 ghs = st["ghs"][sel][vp]
                 files[f"T_MCO{yy}VALO.csv"] = FileData("T_MCOaaVALO", y, {
-                    "ETA_NUM": eta.take(pa.array(vp)), "GHS_NUM": s_zero_pad(ghs, 4, null=ghs == 0),
+                    "ETA_NUM": eta.take(pa.array(vp)),
+                    "GHS_NUM": _ghs_letters(st, sel[vp], s_zero_pad(ghs, 4, null=ghs == 0)) if profile.has("return_codes3")
+                    else s_zero_pad(ghs, 4, null=ghs == 0),
                     "MNT_GHS_AM": s_cents(st["mnt_ghs"][sel][vp]), "MNT_TOT_AM": s_cents(st["mnt_tot"][sel][vp]),
                     "RSA_NUM": ident.take(pa.array(vp)),
                     "VALO": _opt(np.array(["0", "1", ""])[valo[vp]]),
                 }, [])
                 per_file_cleaning[f"T_MCO{yy}VALO.csv"] = rule_counts(role[vp], sub_rules(s_i))
+                if profile.encoding != "utf-8":
+                    files[f"T_MCO{yy}E.csv"] = FileData("T_MCOaaE", y, _establishments(codes, y, profile.encoding), [])
             elif s_i == P.SSR:
                 weeks = st["weeks"][sel]
                 w_stay = np.repeat(np.arange(n), weeks)
@@ -454,15 +481,25 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
                     "FP_PEC": dotted(rng, codes, st["fp"][sel][w_stay], {}, tb, share=0.0),
                     "NBR_DGN": s_int(n_dgn), "NBR_CCAM": s_int(n_cam), "HOS_TYP_UM": s_const("1", len(w_stay)),
                 }
+                if profile.has("return_codes3"):
+                    b.update(_return_codes3(role[w_stay], "GRG_RET", "GRC_RET"))
                 files[bname + ".csv"] = FileData(tb, y, b, [])
                 wd = (start - 4) % 7  # 1970-01-01 was a Thursday: Monday = day - ((day - 4) % 7)
                 monday = start - wd
+                # (a stay admitted before the window, variant admitted_before_window: its real first Monday)
+                lun = np.where(start < period.start, monday, np.maximum(monday, period.year_start(y)))
                 c = {"ETA_NUM": eta, "RHA_NUM": ident, "SEJ_NUM": s_zero_pad(st["sej_num"][sel] % 100000, 5),
-                     "MOI_LUN_1S": Fc.date("MOI_LUN_1S", np.maximum(monday, period.year_start(y))),
-                     "ANN_LUN_1S": Fc.date("ANN_LUN_1S", np.maximum(monday, period.year_start(y))),
+                     "MOI_LUN_1S": Fc.date("MOI_LUN_1S", lun),
+                     "ANN_LUN_1S": Fc.date("ANN_LUN_1S", lun),
                      "EXE_SOI_AMF": Fc.date("EXE_SOI_AMD", end),  # EXE_SOI_AMF is a string column: same yyyyMM text
                      **c_common}
+                if profile.has("chaining_missing_codes"):
+                    for col in MISSING_CHAINING_CODES:
+                        del c[col]
                 files[cname + ".csv"] = FileData(tc, y, c, cor_c)
+                if profile.has("extra_tables"):
+                    files[f"T_SSR{yy}CSARR.csv"] = FileData("T_SSRaaCSARR", y, _csarr(
+                        profile.rng("extra_tables"), role, w_stay, w_num, start, end, eta, ident), [])
                 o2 = np.lexsort((dd["week"], pos[dd["stay"]]))
                 dd = dd.take(o2)
                 dp_ = pos[dd["stay"]]
@@ -513,7 +550,12 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
                     "SEJ_NBJ": s_int(end - start + 1), "SOR_ANN": Fb.date("SOR_ANN", end), "SOR_MOI": Fb.date("SOR_MOI", end),
                     "AGE_ANN": s_int(np.maximum(age, 0)), "COD_SEX": sex, "NBR_DGN": s_int(n_das), "BDI_DEP": dep,
                 }
+                if profile.has("return_codes3"):
+                    b.update(_return_codes3(role, "ETA_GRP_RET"))
                 files[bname + ".csv"] = FileData(tb, y, b, [])
+                if profile.has("extra_tables"):
+                    files[f"T_HAD{yy}A.csv"] = FileData("T_HADaaA", y, _had_acts(
+                        profile.rng("extra_tables"), codes, role, start, end, eta, ident), [])
                 c = {"ETA_NUM_EPMSI": eta, "RHAD_NUM": ident, "SEJ_NUM": s_zero_pad(st["sej_num"][sel] % 100000, 5),
                      "ENT_MOI": Fc.date("ENT_MOI", start), "ENT_ANN": Fc.date("ENT_ANN", start), **c_common}
                 files[cname + ".csv"] = FileData(tc, y, c, cor_c)
@@ -529,6 +571,98 @@ def render_pmsi(rng, pm: P.Pmsi, p: Patients, codes: Codes, period: Period, prof
                                                         _stc(st, sel, real, eta, ident, "ETA_NUM_EPMSI", "RHAD_NUM", "FAC_SEJ_AM"), [])
                 per_file_cleaning[f"T_HAD{yy}STC.csv"] = rule_counts(role[real], sub_rules(s_i))
     return files, {"dotted_icd10": dots, "per_file_cleaning": per_file_cleaning}
+
+
+def _return_codes3(role: np.ndarray, grouping: str, control: str | None = None) -> dict:
+    """return_codes3: the grouping / control return codes of the stay tables (HDH boolean, 3-character
+    codes in real files, unused by the model): the grouping code '000', '111' on the stays in an error
+    group; the control code '000'."""
+    out = {grouping: pa.array(np.where(role == P.ROLE_ERROR, "111", "000"))}
+    if control:
+        out[control] = s_const("000", len(role))
+    return out
+
+
+def _ghs_letters(st, idx, ghs: pa.Array) -> pa.Array:
+    """return_codes3: GHS_NUM of the stays `idx` holding a letter code ('D11') where the variant drew one."""
+    letter = st["ghs_letter"][idx]
+    if not np.any(letter >= 0):
+        return ghs
+    return pc.if_else(pa.array(letter >= 0), s_take(GHS_LETTER_CODES, np.maximum(letter, 0)), ghs)
+
+
+CSARR_CODES = np.array(["ALQ+279", "ALQ+137", "PEB+212", "NKR+242", "DKR+079", "GKQ+164", "ZZC+215", "ALT+166",
+                        "PCM+156", "AGR+098", "NKQ+092", "ZGT+132"])
+CSARR_INTERVENANTS = np.array(["10", "21", "26", "41", "61"])
+
+
+def _null(n: int) -> pa.Array:
+    return pa.nulls(n, pa.string())
+
+
+def _csarr(rng, role, w_stay, w_num, start, end, eta, ident) -> dict:
+    """extra_tables: T_SSRaaCSARR, 1-4 rehabilitation acts (CSARR) per RHS week of the kept stays of the file
+    (keys ETA_NUM, RHA_NUM, RHS_NUM of T_SSRaaB), every column of the HDH schema."""
+    k = np.where(role[w_stay] == P.ROLE_WORLD, rng.integers(1, 5, len(w_stay)), 0)
+    r = np.repeat(np.arange(len(w_stay)), k)
+    n = len(r)
+    ws, wn = w_stay[r], w_num[r]
+    span = np.minimum(6, end[ws] - start[ws] - 7 * wn)
+    delay = 7 * wn + np.floor(rng.random(n) * (np.maximum(span, 0) + 1)).astype(np.int64)
+    idx = pa.array(ws)
+    return {
+        "ETA_NUM": eta.take(idx), "RHA_VER": s_const("M11", n), "RHA_NUM": ident.take(idx), "RHS_NUM": s_int(wn + 1),
+        "CSARR_COD": s_take(CSARR_CODES, rng.integers(0, len(CSARR_CODES), n)), "APP_SUP": _null(n),
+        "MOD_LIEU": _null(n), "MOD_PAT_1": _null(n), "MOD_PAT_2": _null(n),
+        "TYP_INTERV": s_take(CSARR_INTERVENANTS, rng.integers(0, len(CSARR_INTERVENANTS), n)),
+        "CLAS_NBR_PAT_PS": s_const("1", n), "NBR_CSARR": s_int(rng.integers(1, 6, n)), "COMP_SEM": s_const("1", n),
+        "ENT_DAT_DEL_UM": s_int(delay), "NBR_PAT_INTERV": s_const("1", n), "NBR_INTERV": s_const("1", n), "EXT_DOC": _null(n),
+    }
+
+
+def _had_acts(rng, codes: Codes, role, start, end, eta, ident) -> dict:
+    """extra_tables: T_HADaaA, 1-3 CCAM acts per kept HAD stay of the file (keys ETA_NUM_EPMSI, RHAD_NUM of
+    T_HADaaB), every column of the HDH schema. Not read by the model (RULES.md lists HAD CCAM_COD, the
+    truth's procedures do not)."""
+    k = np.where(role == P.ROLE_WORLD, rng.integers(1, 4, len(role)), 0)
+    r = np.repeat(np.arange(len(role)), k)
+    n = len(r)
+    atm = np.flatnonzero(np.isin(codes.ccam_rgt, ["ATM", "ADI"]))
+    delay = np.floor(rng.random(n) * (end[r] - start[r] + 1)).astype(np.int64)
+    idx = pa.array(r)
+    e = eta.take(idx)
+    return {
+        "ACT_COD": s_const("1", n), "CCAM_COD": s_take(codes.ccam, atm[rng.integers(0, len(atm), n)]), "EXT_PMSI": _null(n),
+        "DEL_DEB_SSEQ": s_int(delay), "ETA_NUM_EPMSI": e, "ETA_NUM_GEO": e, "EXT_DOC": _null(n), "PHA_COD": s_const("0", n),
+        "REAL_NBR": s_const("1", n), "RHAD_NUM": ident.take(idx), "SEQ_NUM": s_const("1", n), "SSEQ_NUM": s_const("1", n),
+        "VAL_DAT_SSEQ": s_const("1", n), "ETA_NUM_TWO": e,
+    }
+
+
+CITY = {"75": ("Paris", "Île-de-France"), "92": ("Neuilly-sur-Seine", "Île-de-France"),
+        "13": ("Marseille", "Provence-Alpes-Côte d’Azur"), "06": ("Nice", "Provence-Alpes-Côte d’Azur"),
+        "69": ("Lyon", "Auvergne-Rhône-Alpes"), "33": ("Bordeaux", "Nouvelle-Aquitaine"), "59": ("Lille", "Hauts-de-France"),
+        "31": ("Toulouse", "Occitanie"), "44": ("Nantes", "Pays de la Loire"), "67": ("Strasbourg", "Grand Est"),
+        "2A": ("Ajaccio", "Corse")}
+
+
+def _establishments(codes: Codes, year: int, encoding: str) -> dict:
+    """latin1 / cp1252: T_MCOaaE, the MCO establishments of the year file (one row per FINESS reporting MCO),
+    with free-text names and regions (accents; ’ and – in Windows-1252) that the model does not read, so that a
+    PMSI delivery too shows a wrong decoding."""
+    labels = {r["finess"]: r["label"] for r in read_ref("finess")}
+    rows = [i for i, src in enumerate(codes.finess_sources) if "MCO" in str(src).split()]
+    dash, apos = (" – ", "’") if encoding == "cp1252" else (" - ", "'")
+    fin = [str(codes.finess[i]) for i in rows]
+    city = [CITY.get(f[:2], ("", "")) for f in fin]
+    k = len(rows)
+    return {
+        "ANN_TRT": s_const(f"{year}T4", k), "ETA_NUM": pa.array(fin), "ETB_EXE_FIN": pa.array([f[:8] for f in fin]),
+        "REG_ETA": pa.array([c[1].replace("’", apos) for c in city]),
+        "SOC_RAI": pa.array([(labels[f].split(" (")[0] + (dash + c[0] if c[0] else ""))[:80] for f, c in zip(fin, city)]),
+        "STA_ETA": pa.array(["DG" if codes.finess_sector[i] == "public" else "OQN" for i in rows]),
+        "VAL_ETA": s_const("données validées", k),
+    }
 
 
 def _stc(st, sel, real, eta, ident, eta_col: str, id_col: str, fac_col: str) -> dict:
@@ -587,10 +721,64 @@ def render_ace(ace: A.Ace, p: Patients, codes: Codes, period: Period, profile: P
             "valo": _opt(np.array(["0", "1", ""])[v["valo"][sel]]),
         }, [])
         per_file_cleaning[f"T_MCO{yy}VALOACE.csv"] = rule_counts(role, ["pmsi_bad_chaining", "pmsi_geographic_finess_duplicate"])
+        if profile.has("extra_tables"):
+            geo_old = (codes.finess_kind[v["eta"][sel]] == "geo") & (y <= P.GEO_DUPLICATE_LAST_YEAR)
+            files[f"T_MCO{yy}FCSTC.csv"] = FileData("T_MCOaaFCSTC", y, _fcstc(
+                profile.rng("extra_tables"), codes, (role == P.ROLE_WORLD) & ~geo_old, nir, v["rate"][sel], date, eta, seq,
+                Formatter(profile, "T_MCOaaFCSTC")), [])
     return files, {"per_file_cleaning": per_file_cleaning}
 
 
+FCSTC_ACTS = np.array(["ATM", "ADI", "ADE", "ADC", "ACO"])
+FCSTC_PRICE = np.array([2000, 4500, 6900, 3800, 8200])  # cents
+
+
+def _fcstc(rng, codes: Codes, ok, nir, rate, date, eta, seq, F: Formatter) -> dict:
+    """extra_tables: T_MCOaaFCSTC, the CCAM fees of 30 % of the kept outpatient visits of the year (keys
+    ETA_NUM, SEQ_NUM of T_MCOaaCSTC; the visit's patient; return codes '0'), every column of the HDH schema.
+    Not valued by the model (ACE costs are T_MCOaaVALOACE)."""
+    r = np.flatnonzero(ok & (rng.random(len(ok)) < 0.3))
+    n = len(r)
+    a = rng.integers(0, len(FCSTC_ACTS), n)
+    price = FCSTC_PRICE[a]
+    amo = price * rate[r] // 100
+    idx = pa.array(r)
+    e = eta.take(idx)
+    zero = s_const("0", n)
+    return {
+        "ACT_COD": s_take(FCSTC_ACTS, a), "ACT_COE": s_const("1.00", n), "ACT_DNB": s_const("1", n), "ACT_NBR": s_const("1", n),
+        "AMC_MNR": s_cents(price - amo), "AMO_MNR": s_cents(amo), "COEF_MCO": s_const("1.0000", n), "CONSULT_MIG": _null(n),
+        "DEL_DAT_ENT": zero, "ETA_NUM": e, "ETA_NUM_GEO": e, "EXE_SPE": s_take(np.array(["01", "02", "06", "07"]), rng.integers(0, 4, n)),
+        "EXO_TM": zero, "HON_MNT": s_cents(price), "NUM_FAC": s_const("001", n), "PRI_UNI": s_cents(price), "PSH_DMT": _null(n),
+        "PSH_MDT": _null(n), "REM_BAS": s_cents(price), "REM_TAU": s_int(rate[r]), "RSF_TYP": s_const("2", n),
+        "SEQ_NUM": seq.take(idx), "SOR_ANN": F.date("SOR_ANN", date[r]), "SOR_MOI": F.date("SOR_MOI", date[r]),
+        "TYP_ART": s_const("C", n), "DAT_RET": zero, "NIR_ANO_17": pa.array(nir[r].astype(str)), "NIAS_RET": zero,
+        "SEX_RET": zero, "NOE_MNR": _null(n), "NOE_OPE": _null(n), "NIR_RET": zero,
+    }
+
+
 # ======================================================================================= referentials
+FORM_LABELS = {"CPR": "comprimé", "CPR PELLICULÉ": "comprimé pelliculé", "GÉLULE": "gélule", "CPR SÉCABLE": "comprimé sécable",
+               "CPR ENROBÉ": "comprimé enrobé", "CPR EFFERVESCENT": "comprimé effervescent",
+               "GÉLULE GASTRO-RÉSISTANTE": "gélule gastro-résistante"}
+GROUP_NOTES = {"latin-1": ("à prendre après le repas", "ne pas dépasser la dose prescrite", "générique, même efficacité"),
+               "cp1252": ("à prendre après le repas", "voir la notice d’utilisation", "générique – même efficacité",
+                          "prix limite de vente : 1,20 € la boîte")}
+
+
+def _group_labels(drugs: Drugs, encoding: str) -> pa.Array:
+    """latin1 / cp1252: IR_PHA_R.PHA_GRS_NOM, a free-text label (lower-case accents é è à; in Windows-1252 also
+    ’ – €, of its 0x80-0x9F range) that the model does not read, so that a wrong decoding shows."""
+    notes = np.array(GROUP_NOTES[encoding])
+    inn = np.array([x.split(",")[0][:40].strip().capitalize() for x in drugs.atc_label])
+    form = np.array([FORM_LABELS.get(f, f.lower()) for f in drugs.form])
+    dose = np.array([f"{v:g} {u}" for v, u in zip(drugs.strength, drugs.unit)])
+    note = notes[np.arange(len(inn)) % len(notes)]
+    return pa.array(np.char.add(np.char.add(np.char.add(np.char.add(inn, " "), dose), ", "),
+                                np.char.add(np.char.add(form, ", boîte de "),
+                                            np.char.add(drugs.units.astype(str), np.char.add(" (", np.char.add(note, ")"))))))
+
+
 DEATH_CAUSES = ["I219", "I639", "I64", "C349", "C189", "C509", "J449", "I509", "F03", "G309", "J189", "A419", "N189",
                 "E149", "R99", "X599", "K746", "C61", "C259", "I251"]
 
@@ -636,6 +824,7 @@ def render_refs(rng, p: Patients, drugs: Drugs, codes: Codes, period: Period, pr
         "PHA_DOS_UNI": pa.array(drugs.unit.astype(str)),
         "PHA_SUB_DOS": pa.array(np.array([f"{v:g}" for v in drugs.strength])),
         "PHA_UPC_NBR": s_int(drugs.units),
+        **({"PHA_GRS_NOM": _group_labels(drugs, profile.encoding)} if profile.encoding != "utf-8" else {}),
     }, [])
     files["REF_ATC_DDD.csv"] = FileData("REF_ATC_DDD", None, {
         "ATC_COD": pa.array(drugs.ref_atc.astype(str)), "ADM_ROUTE": pa.array(drugs.ref_route.astype(str)),

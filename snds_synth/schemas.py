@@ -7,6 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
+#: The generator's own copies of the HDH schemas (schema-snds) of the tables it writes only as delivery
+#: variants (`extra_tables`): their header is the HDH schema's field list, whatever config/ catalogues.
+BUNDLED_DIR = Path(__file__).resolve().parent / "reference" / "schemas"
 
 #: Columns written as opaque strings whatever the schema says (the ingest overrides them the same way:
 #: config/ingest.yaml `identifier_columns` and `type_overrides`).
@@ -23,7 +26,10 @@ SAS_DATETIME = "%d%b%Y:%H:%M:%S"
 @lru_cache(maxsize=None)
 def schema(table: str) -> dict:
     sub = "reference" if table == "REF_ATC_DDD" else "snds"
-    with open(SCHEMA_DIR / sub / f"{table}.json", encoding="utf-8") as fh:
+    path = BUNDLED_DIR / f"{table}.json"
+    if not path.is_file():
+        path = SCHEMA_DIR / sub / f"{table}.json"
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 

@@ -1,7 +1,8 @@
 """Expected events of the epidemiological model, derived from the world (not from the files).
 
 Only world rows count: DCIR lines of role 0 (partial régularisations with their net quantity and
-amounts), PMSI stays of role 0 and ACE visits of role 0. See docs/synthetic-data.md for the exact
+amounts), PMSI stays of role 0 and ACE visits of role 0, of the source families the delivery holds
+(variants dcir_only, pmsi_only, referential_only). See docs/synthetic-data.md for the exact
 definitions.
 """
 
@@ -17,6 +18,7 @@ from . import pmsi as P
 from .codes import Codes
 from .drugs import Drugs
 from .fmt import NULL_DAY, s_cents, s_const, s_date, s_fixed, s_int, s_take, s_zero_pad, ymd
+from .variants import ALL_SOURCES
 from .world import DEATH_SOURCES, Patients, Providers
 
 EVENT_COLUMNS = {
@@ -73,35 +75,39 @@ def _table(name: str, cols: dict, sort: dict) -> tuple[dict, np.ndarray]:
     return {k: cols[k].take(idx) for k in EVENT_COLUMNS[name]}
 
 
-def build_events(p: Patients, prov: Providers, drugs: Drugs, codes: Codes, d: D.Dcir, pm: P.Pmsi, ace: A.Ace
-                 ) -> tuple[dict, dict]:
-    """The event tables {name: {column: pa strings}} and the manifest's `cost_exclusions`."""
+_NONE = np.zeros(0, np.int64)
+
+
+def death_sources(sources) -> tuple[str, ...]:
+    """The death sources a delivery holds: IR_BEN_R, DCIR (ER_PRS_F), PMSI (MCO stays), KI_CCI_R (which
+    reaches the patient through IR_BEN_R's BEN_IDT_ANO, so it needs IR_BEN_R too)."""
+    have = {"IR_BEN_R": "IR_BEN_R" in sources, "DCIR": "DCIR" in sources, "PMSI": "PMSI" in sources,
+            "KI_CCI_R": "KI" in sources and "IR_BEN_R" in sources}
+    return tuple(s for s in DEATH_SOURCES if have[s])
+
+
+def build_events(p: Patients, prov: Providers, drugs: Drugs, codes: Codes, d: D.Dcir, pm: P.Pmsi, ace: A.Ace,
+                 sources=ALL_SOURCES) -> tuple[dict, dict]:
+    """The event tables {name: {column: pa strings}} and the manifest's `cost_exclusions`, over the source
+    families the delivery holds (`sources`: an absent source gives no event, no death, no cost)."""
     ev = {}
     L = d.lines
-    w = np.flatnonzero(L["role"] == D.ROLE_WORLD)
+    w = np.flatnonzero(L["role"] == D.ROLE_WORLD) if "DCIR" in sources else _NONE
     pid, dtd = L["pid"][w], L["dtd"][w]
     psa = p.psa
     psa_rank = np.argsort(np.argsort(psa))  # patient_id order for sorting
 
     st = pm.stays
-    ws = np.flatnonzero(st["role"] == P.ROLE_WORLD)
+    ws = np.flatnonzero(st["role"] == P.ROLE_WORLD) if "PMSI" in sources else _NONE
     s_pid, s_start, s_end, s_src = st["pid"][ws], st["start"][ws], st["end"][ws], st["src"][ws]
-
-    # ------------------------------------------------------------------ patients
-    by, bm, _ = ymd(p.birth)
-    last = np.full(p.n, np.iinfo(np.int64).min)
-    np.maximum.at(last, pid, dtd)
-    np.maximum.at(last, s_pid, s_end)
-    last = np.where(last == np.iinfo(np.int64).min, NULL_DAY, last)
-    death = p.death_reported()
-    ev["patients"] = _table("patients", {
-        "patient_id": pa.array(psa.astype(str)), "sex": s_int(p.sex), "birth_year": s_int(by), "birth_month": s_int(bm),
-        "death_date": _iso(death), "incoherent_death": s_int(p.incoherent.astype(np.int64)), "last_contact_date": _iso(last),
-    }, {"patient_id": psa_rank})
+    ald = np.arange(len(p.ald_pid)) if "IR_IMB_R" in sources else _NONE
 
     # ------------------------------------------------------------------ deaths by source
-    rows_pid, rows_src, rows_date = [], [], []
+    dsrc = death_sources(sources)
+    rows_pid, rows_src, rows_date = [_NONE], [_NONE], [_NONE]
     for j, s in enumerate(DEATH_SOURCES):
+        if s not in dsrc:
+            continue
         m = np.flatnonzero(p.death_src[s] != NULL_DAY)
         rows_pid.append(m)
         rows_src.append(np.full(len(m), j))
@@ -111,6 +117,39 @@ def build_events(p: Patients, prov: Providers, drugs: Drugs, codes: Codes, d: D.
     ev["deaths_by_source"] = _table("deaths_by_source", {
         "patient_id": s_take(psa, rp), "source": s_take(srcnames, rs), "death_date": _iso(rd),
     }, {"patient_id": psa_rank[rp], "source": np.argsort(np.argsort(srcnames))[rs]})
+
+    # ------------------------------------------------------------------ patients
+    # every IR_BEN_R beneficiary and every patient of the events (kept DCIR lines, kept stays, deaths,
+    # diagnoses: ALD patients are IR_BEN_R's); sex and birth from IR_BEN_R, else from the patient's DCIR
+    # lines, else unknown (empty); birth month from IR_BEN_R only (docs/data-dictionary.md, patients)
+    if "IR_BEN_R" in sources:
+        who = np.arange(p.n)
+    else:
+        who = np.unique(np.concatenate([pid, s_pid, rp, p.ald_pid[ald]]).astype(np.int64))
+    in_ben = np.full(len(who), "IR_BEN_R" in sources)
+    in_dcir = np.zeros(p.n, bool)
+    in_dcir[pid] = True
+    known = in_ben | in_dcir[who]
+    by, bm, _ = ymd(p.birth[who])
+    last = np.full(p.n, np.iinfo(np.int64).min)
+    np.maximum.at(last, pid, dtd)
+    np.maximum.at(last, s_pid, s_end)
+    last = np.where(last == np.iinfo(np.int64).min, NULL_DAY, last)[who]
+    if set(dsrc) == set(DEATH_SOURCES):
+        death, incoherent = p.death_reported()[who], p.incoherent[who]
+    else:  # Victoria's rule over the sources delivered
+        stack = np.stack([p.death_src[s] for s in dsrc]) if dsrc else np.full((1, p.n), NULL_DAY)
+        has = stack != NULL_DAY
+        hi = np.where(has, stack, np.iinfo(np.int64).min).max(axis=0)
+        lo = np.where(has, stack, np.iinfo(np.int64).max).min(axis=0)
+        anyd = has.any(axis=0)
+        death = np.where(anyd, hi, NULL_DAY)[who]
+        incoherent = (anyd & (hi - lo >= 7))[who]
+    ev["patients"] = _table("patients", {
+        "patient_id": s_take(psa, who), "sex": s_int(p.sex[who], null=~known), "birth_year": s_int(by, null=~known),
+        "birth_month": s_int(bm, null=~in_ben), "death_date": _iso(death),
+        "incoherent_death": s_int(incoherent.astype(np.int64)), "last_contact_date": _iso(last),
+    }, {"patient_id": psa_rank[who]})
 
     # ------------------------------------------------------------------ diagnoses (PMSI world stays + ALD)
     parts = []  # (pid, icd, source, type, date, end, year)
@@ -129,13 +168,13 @@ def build_events(p: Patients, prov: Providers, drugs: Drugs, codes: Codes, d: D.
         dm = np.isin(pm.das["stay"], m)
         ds = pm.das["stay"][dm]
         parts.append((st["pid"][ds], pm.das["icd"][dm], s, "DAS", st["start"][ds], st["year"][ds]))
-    dg_pid = np.concatenate([x[0] for x in parts] + [p.ald_pid])
-    dg_icd = np.concatenate([x[1] for x in parts] + [p.ald_icd])
-    dg_src = np.concatenate([np.full(len(x[0]), x[2]) for x in parts] + [np.full(len(p.ald_pid), "ALD")]).astype(str)
-    dg_typ = np.concatenate([np.full(len(x[0]), x[3]) for x in parts] + [np.full(len(p.ald_pid), "ALD")]).astype(str)
-    dg_date = np.concatenate([x[4] for x in parts] + [p.ald_start])
-    dg_end = np.concatenate([np.full(len(x[0]), NULL_DAY) for x in parts] + [p.ald_end])
-    dg_year = np.concatenate([x[5] for x in parts] + [ymd(p.ald_start)[0]])
+    dg_pid = np.concatenate([x[0] for x in parts] + [p.ald_pid[ald]])
+    dg_icd = np.concatenate([x[1] for x in parts] + [p.ald_icd[ald]])
+    dg_src = np.concatenate([np.full(len(x[0]), x[2]) for x in parts] + [np.full(len(ald), "ALD")]).astype(str)
+    dg_typ = np.concatenate([np.full(len(x[0]), x[3]) for x in parts] + [np.full(len(ald), "ALD")]).astype(str)
+    dg_date = np.concatenate([x[4] for x in parts] + [p.ald_start[ald]])
+    dg_end = np.concatenate([np.full(len(x[0]), NULL_DAY) for x in parts] + [p.ald_end[ald]])
+    dg_year = np.concatenate([x[5] for x in parts] + [ymd(p.ald_start[ald])[0]])
     ev["diagnoses"] = _table("diagnoses", {
         "patient_id": s_take(psa, dg_pid), "code": s_take(codes.icd, dg_icd), "source": pa.array(dg_src),
         "diagnosis_type": pa.array(dg_typ), "date": _iso(dg_date), "end_date": _iso(dg_end), "year": s_int(dg_year),
@@ -177,6 +216,8 @@ def build_events(p: Patients, prov: Providers, drugs: Drugs, codes: Codes, d: D.
             "quantity": s_int(t["qty_n"]),
         }, {"patient_id": psa_rank[L["pid"][lp]], "date": L["dtd"][lp], "code": code_arr[t["code"]], "quantity": t["qty_n"]})
     t = det_rows("PHA")
+    if not {"IR_PHA_R", "REF"} <= set(sources):  # the ATC code and the DDD come from the referentials
+        t = t.take(_NONE)
     lp = t["line"]
     ddd = t["qty_n"] * drugs.ddd_per_box_x1000[t["code"]]
     ev["drug_dispensations"] = _table("drug_dispensations", {
@@ -206,14 +247,17 @@ def build_events(p: Patients, prov: Providers, drugs: Drugs, codes: Codes, d: D.
     ev["cmuc"] = _table("cmuc", {"patient_id": s_take(psa, cp), "year": s_int(cy)}, {"patient_id": psa_rank[cp], "year": cy})
 
     # ------------------------------------------------------------------ costs (medico-economic model)
-    exclusions = _costs(ev, p, codes, d, pm, ace, w, ws, psa, psa_rank, fin_rank)
-    return ev, exclusions
+    exclusions = _costs(ev, p, codes, d, pm, ace, w, ws, psa, psa_rank, fin_rank, sources)
+    return {name: ev[name] for name in EVENT_COLUMNS}, exclusions
 
 
-def _costs(ev, p, codes, d, pm, ace, w, ws, psa, psa_rank, fin_rank) -> dict:
+def _costs(ev, p, codes, d, pm, ace, w, ws, psa, psa_rank, fin_rank, sources) -> dict:
     L, st, v = d.lines, pm.stays, ace.visits
-    # kept DCIR lines attributed to a kept private clinic stay (the stay's own clinic line)
+    # kept DCIR lines attributed to a kept private clinic stay (the stay's own clinic line): none without
+    # both DCIR and PMSI (a DCIR-only delivery has no stay to match, a PMSI-only one no claim)
     priv = ws[(st["src"][ws] == P.MCO) & (st["dcir_line"][ws] >= 0)]
+    if "DCIR" not in sources:
+        priv = priv[:0]
     attributed = np.zeros(L.n, bool)
     attributed[st["dcir_line"][priv]] = True
     if np.any(L["role"][st["dcir_line"][priv]] != D.ROLE_WORLD):
@@ -240,7 +284,8 @@ def _costs(ev, p, codes, d, pm, ace, w, ws, psa, psa_rank, fin_rank) -> dict:
     pub = ws[(s_src[ws] == P.MCO) & (st["valo"][ws] == P.VALO_VALUED) & (st["ent_mod"][ws] != "0")
              & (st["sor_mod"][ws] != "0") & ((year[ws] < 2015) | (st["typ_gen"][ws] == 0))]
     billed = ws[np.isin(s_src[ws], [P.SSR, P.HAD, P.RIP]) & (st["fac"][ws] == 1)]
-    vis = np.flatnonzero((v["role"] == P.ROLE_WORLD) & (v["valo"] == A.VALO_VALUED))
+    kept_v = (v["role"] == P.ROLE_WORLD) & ("PMSI" in sources)
+    vis = np.flatnonzero(kept_v & (v["valo"] == A.VALO_VALUED))
     sidx = np.concatenate([pub, priv, billed])
     nh_s, nv = len(sidx), len(vis)
     # source index into HOSPITAL_SOURCES (MCO, ACE, SSR, HAD, RIP)
@@ -311,7 +356,6 @@ def _costs(ev, p, codes, d, pm, ace, w, ws, psa, psa_rank, fin_rank) -> dict:
     ev["costs_patient_year"] = _table("costs_patient_year", cols, {"patient_id": psa_rank[u_pid], "year": u_year})
 
     mco_pub_kept = ws[(s_src[ws] == P.MCO) & (st["valo"][ws] != P.VALO_NONE)]
-    kept_v = v["role"] == P.ROLE_WORLD
     return {
         "mco_not_valued": int(np.sum(np.isin(st["valo"][mco_pub_kept], [P.VALO_ZERO, P.VALO_EMPTY]))),
         "mco_inter_establishment": int(np.sum((st["ent_mod"][mco_pub_kept] == "0") | (st["sor_mod"][mco_pub_kept] == "0"))),

@@ -26,6 +26,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ from sqlalchemy.engine import make_url
 
 #: Version of the tables below; recorded in `audit_schema_version`. A database written by newer code
 #: (a higher version) is refused rather than half-understood.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+log = logging.getLogger("snds.audit")
 URL_ENV = "SNDS_AUDIT_URL"
 
 metadata = sa.MetaData()
@@ -78,6 +80,9 @@ runs = sa.Table(
     sa.Column("truth_check", sa.String(16)),      # match | mismatch | not_checked (synthetic deliveries)
     sa.Column("published", sa.Boolean, nullable=False),
     sa.Column("published_manifest", sa.Text),   # published/release=R/versions/<run>.json
+    # The delivery profile the ingest step ran with (JSON: its settings, and what detection saw for
+    # `auto`); schema version 2.
+    sa.Column("delivery_profile", sa.Text),
     sa.Index("ix_audit_runs_started_at", "started_at"),
 )
 
@@ -118,7 +123,7 @@ attrition = sa.Table(
     *_run_key_columns(),
     sa.Column("step", sa.String(64), primary_key=True),
     sa.Column("table_name", sa.String(64), primary_key=True),
-    sa.Column("kind", sa.String(16), primary_key=True),     # quarantine | rule
+    sa.Column("kind", sa.String(16), primary_key=True),     # quarantine | rule | nulled (cells, row kept)
     sa.Column("reason", sa.String(120), primary_key=True),  # quarantine reason or rule name
     sa.Column("rows", sa.BigInteger, nullable=False),
     _run_fk(),
@@ -247,6 +252,9 @@ def _attrition_rows(key: dict, summary_steps: dict) -> list[dict]:
                 for f in t.get("files", []):
                     for reason, n in (f.get("quarantine_reasons") or {}).items():
                         add(name, table, "quarantine", reason, n)
+                    # Cells set to NULL (row kept): the column and why, e.g. GRC_RET:bad_boolean.
+                    for cell in f.get("nulled_cells") or []:
+                        add(name, table, "nulled", f"{cell['column']}:{cell['reason']}", cell["cells"])
         for rule, tables in (report.get("dropped_by_rule") or {}).items():
             if isinstance(tables, dict):  # {rule: {table: n}}; a per-table report's {rule: n} is not this
                 for table, n in tables.items():
@@ -308,9 +316,18 @@ class AuditDB:
                     f"audit database {self.url} has schema version {found}, newer than this code's "
                     f"{SCHEMA_VERSION}: run a newer snds-lake (nothing was written)")
             metadata.create_all(conn)
+            if found is not None and found < SCHEMA_VERSION:
+                self._migrate(conn, found)
             if found is None:
                 conn.execute(schema_version.insert().values(version=SCHEMA_VERSION,
                                                             applied_at=dt.datetime.now(dt.timezone.utc)))
+
+    def _migrate(self, conn, found: int) -> None:
+        """Bring an older database to SCHEMA_VERSION in place (columns are only ever added)."""
+        if found < 2:
+            conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN delivery_profile TEXT"))
+        conn.execute(schema_version.insert().values(version=SCHEMA_VERSION, applied_at=dt.datetime.now(dt.timezone.utc)))
+        log.info("audit database %s: schema version %d -> %d", self.url, found, SCHEMA_VERSION)
 
     # -- writing
     @staticmethod
@@ -352,7 +369,8 @@ class AuditDB:
                  "engine": summary.get("engine"), "code_version": summary.get("code_version"),
                  "config_hash": summary.get("config_hash"), "input_uri": summary.get("input"),
                  "steps_selected": _json(summary.get("steps_selected")),
-                 "started_at": _timestamp(summary.get("started_at"))}
+                 "started_at": _timestamp(summary.get("started_at")),
+                 "delivery_profile": _json((summary_steps.get("ingest") or {}).get("profile"))}
         with self.engine.begin() as conn:
             where = [runs.c[k] == key[k] for k in _RUN_KEY]
             existing = conn.execute(sa.select(runs).where(*where)).mappings().first()
@@ -385,6 +403,7 @@ class AuditDB:
         run["started_at"], run["finished_at"] = _iso(started), _iso(finished)
         run["seconds"] = round((finished - started).total_seconds(), 3) if started and finished else None
         run["steps_selected"] = json.loads(run["steps_selected"]) if run["steps_selected"] else None
+        run["delivery_profile"] = json.loads(run["delivery_profile"]) if run.get("delivery_profile") else None
         return run
 
     def list_runs(self, region: str | None = None, release: str | None = None, limit: int = 50) -> list[dict]:
@@ -503,6 +522,11 @@ def format_record(rec: dict) -> str:
            "  published: " + (f"yes, manifest {rec['published_manifest']}" if rec["published"] else "no")]
     if rec["steps_selected"]:
         out.append(f"  steps selected: {', '.join(rec['steps_selected'])}" + (" (dry run)" if rec["dry_run"] else ""))
+    if rec.get("delivery_profile"):
+        prof = rec["delivery_profile"]
+        out.append(f"  delivery profile {prof.get('name')} ({prof.get('source')}): separator {prof.get('separator')!r}, "
+                   f"{prof.get('encoding')}, patient column {prof.get('patient_id_column')}, decimal "
+                   f"{prof.get('decimal_separator')!r}, uncatalogued files: {prof.get('uncatalogued')}")
     if rec["truth_check"]:
         out.append(f"  truth check: {rec['truth_check']}")
     out += ["", f"Steps ({len(rec['steps'])})"]

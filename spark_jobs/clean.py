@@ -17,6 +17,7 @@ by each named rule, or the step fails; the report gives the counts per rule and 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,9 @@ from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
 from spark_jobs import lakefs
 from spark_jobs.engines import Engine
 from spark_jobs.stepargs import add_config_args, step_parser
-from spark_jobs.steprun import AccountingError, StagedOutputs, StepError, register_table, run_step, schema_columns
+from spark_jobs.lakefs import LakePath
+from spark_jobs.steprun import (AccountingError, StagedOutputs, StepError, parquet_files, parquet_footer, register_table,
+                               run_step, schema_columns)
 
 log = logging.getLogger("snds.clean")
 
@@ -118,6 +121,9 @@ def clean_dcir(engine: Engine, ingest, out: StagedOutputs, icfg: IngestConfig, c
         spec = dict(spec or {})
         if spec.pop("enabled", True):
             rules.append({"name": name, "reads": spec.pop("reads", "ER_PRS_F"), **spec})
+    missing_inputs = dcir_rule_inputs(ingest, rules, rows_in)
+    for entry in missing_inputs:
+        log.warning("clean_dcir: %s", entry["message"])
     detail_rules: dict[str, list[dict]] = {}
     for rule in rules:
         if rule["reads"] != "ER_PRS_F":
@@ -159,13 +165,83 @@ def clean_dcir(engine: Engine, ingest, out: StagedOutputs, icfg: IngestConfig, c
         engine.drop_view(f"{table}__clean")
         engine.drop_view(f"{table}_rows")
     engine.drop_view("dcir_lines")
-    return attrition.sections()
+    sections = attrition.sections()
+    sections["missing_rule_inputs"] = missing_inputs
+    return sections
+
+
+def dcir_rule_inputs(zone, rules: list[dict], rows_in: dict[str, int]) -> list[dict]:
+    """Line rules whose columns the delivery lacks. A column missing from a delivered table means the
+    rule cannot be evaluated (not_evaluated: a blocking check of the clean gate, naming the table and
+    columns); a detail table not delivered at all means the rule finds no line to remove (partial: a
+    warning). Lines with a NULL value are kept by every line rule, so nothing is removed silently."""
+    if not parquet_files(LakePath(zone) / "ER_PRS_F"):
+        return []  # no DCIR in this delivery: nothing to evaluate
+    entries = []
+    for rule in rules:
+        table = rule["reads"]
+        columns = [k for k in rule if k.isupper()]
+        by_year = delivered_columns(zone, table)
+        if not by_year:
+            entries.append({"rule": rule["name"], "source": "DCIR", "table": table, "year": None, "columns": columns,
+                            "effect": "partial",
+                            "message": f"{rule['name']} (DCIR): {table} is not in the delivery: the rule removes no line"})
+            continue
+        delivered = set().union(*by_year.values())
+        missing = [c for c in columns if c not in delivered]
+        if missing:
+            entries.append({"rule": rule["name"], "source": "DCIR", "table": table, "year": None, "columns": missing,
+                            "effect": "not_evaluated",
+                            "message": f"{rule['name']} (DCIR): {table} lacks {', '.join(missing)}: not evaluated"})
+    return entries
+
+
+def delivered_columns(zone, table: str) -> dict[int | None, set[str]]:
+    """The columns each delivered year of a table holds (from the Parquet footers ingest wrote): a
+    table of one year may lack codes another year has."""
+    found: dict[int | None, set[str]] = {}
+    for path in parquet_files(LakePath(zone) / table):
+        m = re.search(r"/year=(\d+)/", str(path))
+        found.setdefault(int(m.group(1)) if m else None, set()).update(parquet_footer(path).schema.names)
+    return found
+
+
+def pmsi_rule_inputs(zone, source: str, spec: dict, rule: dict, b_columns, icfg) -> tuple[dict, list[dict]]:
+    """What a PMSI stay rule can evaluate with the columns delivered, year by year: the rule with
+    `absent` ({code: [years]}: codes a year's table lacks, not required that year) and
+    `unevaluable_years` (years whose tables lack every column the rule reads: the rule keeps those
+    stays), and the report's `missing_rule_inputs` entries (partial: a warning; not evaluated: a
+    blocking check of the clean gate). A code that a table lacks never counts as a bad code."""
+    if "codes" in rule:
+        table, columns, partial_ok = spec["chaining_table"], list(rule["codes"]), True
+    elif "column" in rule:
+        table = spec["stay_table"] if rule["column"] in b_columns else spec["chaining_table"]
+        columns, partial_ok = [rule["column"]], False
+    else:
+        return {**rule, "absent": {}, "unevaluable_years": []}, []
+    by_year = delivered_columns(zone, table)
+    absent = {c: sorted(y for y, cols in by_year.items() if c not in cols) for c in columns}
+    absent = {c: years for c, years in absent.items() if years}
+    unevaluable = sorted(y for y, cols in by_year.items() if not any(c in cols for c in columns))
+    entries = []
+    for year in sorted(by_year):
+        missing = [c for c in columns if year in absent.get(c, [])]
+        if not missing:
+            continue
+        effect = "partial" if partial_ok and year not in unevaluable else "not_evaluated"
+        what = (f"evaluated without {', '.join(missing)}" if effect == "partial"
+                else "not evaluated (its stays are kept)")
+        entries.append({"rule": rule["name"], "source": source, "table": table, "year": year, "columns": missing,
+                        "effect": effect,
+                        "message": f"{rule['name']} ({source}): {table} of {year} lacks {', '.join(missing)}: {what}"})
+    return {**rule, "absent": absent, "unevaluable_years": unevaluable}, entries
 
 
 def clean_pmsi(engine: Engine, ingest, out: StagedOutputs, icfg: IngestConfig, ccfg: dict) -> dict:
     cfg = ccfg["pmsi"]
     attrition = Attrition()
     stays: dict[str, dict[str, int]] = {}
+    missing_inputs: list[dict] = []
     for name, spec in cfg["sources"].items():
         # ACE visits have one table for both roles (T_MCOaaCSTC): each table is read and written once.
         tables = list(dict.fromkeys([spec["stay_table"], spec["chaining_table"], *spec["sub_tables"]]))
@@ -175,6 +251,13 @@ def clean_pmsi(engine: Engine, ingest, out: StagedOutputs, icfg: IngestConfig, c
         source = {**spec, "name": name}
         # A source may adjust a shared rule (`rule_options`), e.g. its own chaining codes.
         rules = [{"name": r, **cfg["rules"][r], **spec.get("rule_options", {}).get(r, {})} for r in spec["rules"]]
+        # A rule evaluates what the delivered tables hold (docs/clean-merge-model.md#missing-columns).
+        checked = [pmsi_rule_inputs(ingest, name, spec, rule, b_columns, icfg) for rule in rules]
+        rules = [rule for rule, _ in checked]
+        for _, entries in checked:
+            for entry in entries:
+                log.warning("clean_pmsi: %s", entry["message"])
+            missing_inputs += entries
         started = time.monotonic()
         engine.create_view(f"stays_{name}", sqlrender.render(
             "clean/pmsi/pmsi_stays.sql", source=source, rules=rules, b_columns=b_columns, c_columns=c_columns,
@@ -202,6 +285,7 @@ def clean_pmsi(engine: Engine, ingest, out: StagedOutputs, icfg: IngestConfig, c
         for rule, n in removed.items():
             by_rule.setdefault(rule, {})[name] = n
     sections["stays_removed_by_rule"] = {r: by_rule[r] for r in sorted(by_rule)}
+    sections["missing_rule_inputs"] = missing_inputs
     return sections
 
 

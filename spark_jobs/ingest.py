@@ -32,7 +32,8 @@ from spark_jobs.delivery import DeliveredFile, DeliveryError, IngestConfig
 from spark_jobs import lakefs
 from spark_jobs.engines import Engine
 from spark_jobs.keys import KeyProviderError
-from spark_jobs.stepargs import add_config_args, add_pseudonymisation_args, key_provider_from_args, step_parser
+from spark_jobs.stepargs import (add_config_args, add_profile_args, add_pseudonymisation_args, ingest_config_from_args,
+                                 key_provider_from_args, step_parser)
 from spark_jobs.steprun import AccountingError, StagedOutputs, parquet_rows, run_step, run_tag
 from spark_jobs.vault import Argon2Params, Vault, VaultError, check_params, check_separate
 
@@ -149,14 +150,20 @@ def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir, qu
         engine.create_view("parsed", parse_sql(f, cfg), materialize=True)
     by_reason: dict[str, int] = {}
     by_rule: dict[str, int] = {}
+    nulled: dict[tuple[str, str], dict[str, int]] = {}  # (column, reason) -> {shape: cells}
     rows = 0
-    for reason, rule, n in engine.rows("SELECT _reason, _dropped_by, count(*) FROM parsed GROUP BY _reason, _dropped_by"):
+    for reason, rule, cells, n in engine.rows(
+            "SELECT _reason, _dropped_by, _nulled, count(*) FROM parsed GROUP BY _reason, _dropped_by, _nulled"):
         if reason is not None:
             by_reason[reason] = by_reason.get(reason, 0) + int(n)
         elif rule is not None:
-            by_rule[rule] = int(n)
+            by_rule[rule] = by_rule.get(rule, 0) + int(n)
         else:
-            rows = int(n)
+            rows += int(n)
+            for entry in (cells.split(";") if cells else ()):
+                column, why, shape = entry.split("|", 2)
+                shapes = nulled.setdefault((column, why), {})
+                shapes[shape] = shapes.get(shape, 0) + int(n)
     quarantined, dropped = sum(by_reason.values()), sum(by_rule.values())
     total = rows + quarantined + dropped  # every parsed line is in exactly one group
     columns = ", ".join(sqlrender.ident(c.name) for c in f.columns_in_schema_order)
@@ -183,13 +190,22 @@ def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir, qu
             f"by rule, but {written} and {written_q} rows were written"
         )
     seconds = round(time.monotonic() - started, 3)
+    nulled_cells = {f"{column}|{why}": sum(shapes.values()) for (column, why), shapes in sorted(nulled.items())}
     log.info(
-        "ingest %s -> %s: %d rows read, %d written, %d quarantined, %d dropped by rule (%.1f s)",
-        f.path.name, f.partition, total, rows, quarantined, dropped, seconds,
+        "ingest %s -> %s: %d rows read, %d written, %d quarantined, %d dropped by rule%s (%.1f s)",
+        f.path.name, f.partition, total, rows, quarantined, dropped,
+        f", {sum(nulled_cells.values())} unreadable cells nulled in {len(nulled)} column(s)" if nulled else "",
+        seconds,
     )
     return {
         "file": f.path.name,
         "year": f.year,
+        "catalogued": f.catalogued,
+        "missing_columns": list(f.missing_columns),
+        "extra_columns": list(f.extra_columns),
+        "nulled_cells": [{"column": column, "reason": why, "cells": sum(shapes.values()),
+                          "shapes": dict(sorted(shapes.items(), key=lambda kv: (-kv[1], kv[0]))[:5])}
+                         for (column, why), shapes in sorted(nulled.items())],
         "rows_read": int(total),
         "rows": rows,
         "quarantined": quarantined,
@@ -198,6 +214,37 @@ def ingest_file(engine: Engine, f: DeliveredFile, cfg: IngestConfig, out_dir, qu
         "dropped_by_rule": dict(sorted(by_rule.items())),
         "seconds": seconds,
     }
+
+
+def delivery_section(files: list[DeliveredFile], skipped: list[str]) -> dict:
+    """What the delivery held, for the report and the summary: the sources present and absent, the
+    uncatalogued files (ingested as text or skipped), and the columns that tables lack or add."""
+    present = sorted({source_of(f.table) for f in files if f.catalogued} - {None})
+    return {
+        "sources_present": present,
+        "sources_absent": [s for s in SOURCES if s not in present],
+        "uncatalogued": sorted({f.path.name: f.table for f in files if not f.catalogued}.items()),
+        "skipped": skipped,
+        # Schema columns each table's files lack (the full list is in each file's entry): most SNDS
+        # extracts carry a subset of the catalogue's columns; what matters to the rules is reported by
+        # the clean steps (missing_rule_inputs).
+        "schema_columns_missing": {t: max(len(f.missing_columns) for f in files if f.table == t)
+                                   for t in sorted({f.table for f in files if f.catalogued and f.missing_columns})},
+        "extra_columns": {f.table: list(f.extra_columns) for f in files if f.extra_columns},
+    }
+
+
+#: The sources of a delivery, by table-name prefix (the report says which were absent).
+SOURCES = ("DCIR", "PMSI_MCO", "PMSI_SSR", "PMSI_HAD", "PMSI_RIP", "referential")
+
+
+def source_of(table: str) -> str | None:
+    for prefix, source in (("ER_", "DCIR"), ("T_MCO", "PMSI_MCO"), ("T_SSR", "PMSI_SSR"), ("T_HAD", "PMSI_HAD"),
+                           ("T_RIP", "PMSI_RIP"), ("IR_", "referential"), ("KI_", "referential"),
+                           ("REF_", "referential")):
+        if table.startswith(prefix):
+            return source
+    return None
 
 
 #: Where a synthetic delivery (snds_synth) keeps its ground truth, beside the delivered files.
@@ -233,7 +280,9 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
     for zone in (output, quarantine) + ((lakefs.LakePath(truth),) if truth else ()):
         check_separate(pseudo.vault.root, zone)
     files = cfg.scan(input_dir)
-    log.info("ingest: %d files in %s (%s)", len(files), input_dir, ", ".join(f.path.name for f in files))
+    skipped = cfg.skipped(input_dir) if cfg.profile.uncatalogued == "skip" else []
+    log.info("ingest: %d files in %s (%s), profile %s", len(files), input_dir, ", ".join(f.path.name for f in files),
+             cfg.profile.name)
     # Keys and vault are opened (and identifiers hashed) before anything is written: a wrong key or a
     # damaged vault stops the step with the lake untouched.
     pseudonymisation, new_mappings = build_release_id_map(engine, files, cfg, pseudo)
@@ -249,6 +298,7 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
     by_reason: dict[str, int] = {}
     by_table: dict[str, int] = {}
     by_rule: dict[str, dict[str, int]] = {}
+    nulled: list[dict] = []
     try:
         for f in files:
             counts = ingest_file(engine, f, cfg, out.stage, q_out.stage)
@@ -256,11 +306,15 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
                                                  else lakefs.sha256(f.path))
             t = tables.setdefault(
                 f.table,
-                {"path": str(output / f.table), "rows_read": 0, "rows": 0, "quarantined": 0, "dropped": 0,
-                 "files": []},
+                {"path": str(output / f.table), "catalogued": f.catalogued, "rows_read": 0, "rows": 0,
+                 "quarantined": 0, "dropped": 0, "nulled_cells": 0, "extra_columns": [], "files": []},
             )
             for key in ("rows_read", "rows", "quarantined", "dropped"):
                 t[key] += counts[key]
+            t["nulled_cells"] += sum(c["cells"] for c in counts["nulled_cells"])
+            t["extra_columns"] = sorted(set(t["extra_columns"]) | set(f.extra_columns))
+            for cell in counts["nulled_cells"]:
+                nulled.append({"table": f.table, "year": f.year, **cell})
             t["files"].append(counts)
             for reason, n in counts["quarantine_reasons"].items():
                 by_reason[reason] = by_reason.get(reason, 0) + n
@@ -294,14 +348,20 @@ def run_ingest(engine: Engine, input_dir, output, quarantine, cfg: IngestConfig,
         "quarantined": sum(t["quarantined"] for t in tables.values()),
         "dropped_by_rule": sum(t["dropped"] for t in tables.values()),
     }
+    totals["nulled_cells"] = sum(n["cells"] for n in nulled)
     return {
+        "profile": cfg.profile.to_dict(),
         "tables": tables,
         "quarantine": {
             "path": str(quarantine),
             "rows": totals["quarantined"],
             "by_reason": dict(sorted(by_reason.items())),
             "by_table": dict(sorted(by_table.items())),
+            # Cells whose value did not parse as the column's type, set to NULL with the row kept
+            # (columns no rule needs: config/ingest.yaml rule_columns).
+            "nulled_cells": nulled,
         },
+        "delivery": delivery_section(files, skipped),
         "dropped_by_rule": {rule: dict(sorted(t.items())) for rule, t in sorted(by_rule.items())},
         "rules_applied": sorted(set(cfg.unlinked_patient_rules.values())),
         "pseudonymisation": pseudonymisation,
@@ -319,15 +379,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="truth zone of this release: a synthetic delivery's ground truth, pseudonymised "
                         "(for the model gate); left empty for a real delivery")
     add_config_args(p)
-    p.add_argument("--encoding", default=None, help="override the delivery encoding (utf-8, latin-1)")
-    p.add_argument("--patient-id-column", default=None, choices=["BEN_NIR_PSA", "NUM_ENQ"],
-                   help="override the delivery's patient column naming")
+    add_profile_args(p)
     p.add_argument("--hash-workers", type=int, default=None,
                    help="threads hashing identifiers on DuckDB (default: --duckdb-threads or all cores)")
     add_pseudonymisation_args(p)
 
     def body(args, engine: Engine) -> dict:
-        cfg = IngestConfig.load(args.config, encoding=args.encoding, patient_id_column=args.patient_id_column)
+        cfg = ingest_config_from_args(args, args.input)
         keys, vault_root, params = key_provider_from_args(args)
         workers = args.hash_workers or args.duckdb_threads or os.cpu_count() or 1
         pseudo = Pseudonymisation(Vault(vault_root, keys), params, workers)

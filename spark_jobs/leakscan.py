@@ -17,13 +17,15 @@ import sys
 from pathlib import Path
 
 from spark_jobs.delivery import IngestConfig
+from spark_jobs.profiles import AUTO
+from spark_jobs.stepargs import add_profile_args, ingest_config_from_args
 
 _TOKEN = re.compile(rb"[A-Za-z0-9]+")
 
 
 def delivery_identifiers(delivery: Path, cfg: IngestConfig) -> set[str]:
     ids: set[str] = set()
-    encoding = "latin-1" if cfg.encoding.lower() in ("latin-1", "latin1", "iso-8859-1") else "utf-8"
+    encoding = cfg.encoding  # a Python codec name (utf-8, latin-1, cp1252)
     placeholders = set(cfg.placeholder_ids)
     for f in cfg.scan(delivery):
         positions = [c.position - 1 for c in f.identifier_columns]
@@ -75,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spark_jobs.leakscan", description=__doc__.split("\n\n")[0])
     p.add_argument("--delivery", required=True, type=Path)
     p.add_argument("--config", default=None)
-    p.add_argument("--encoding", default=None)
-    p.add_argument("--patient-id-column", default=None)
+    add_profile_args(p)
     p.add_argument("paths", nargs="+", type=Path)
     args = p.parse_args(argv)
-    cfg = IngestConfig.load(args.config, encoding=args.encoding, patient_id_column=args.patient_id_column)
+    # Without --profile, the delivery's own profile is detected: the scan reads the identifiers as the
+    # sender wrote them, whatever profile the run used.
+    args.profile = args.profile or AUTO
+    cfg = ingest_config_from_args(args, args.delivery)
     ids = delivery_identifiers(args.delivery, cfg)
     existing = [x for x in args.paths if x.exists()]
     leaks = scan(existing, ids)

@@ -31,7 +31,7 @@ from spark_jobs.delivery import CONFIG_DIR, DeliveryError, IngestConfig
 from spark_jobs import lakefs
 from spark_jobs.engines import Engine
 from spark_jobs.stepargs import add_config_args, step_parser
-from spark_jobs.steprun import STAY_DATES, AccountingError, StagedOutputs, StepError, register_table, run_step
+from spark_jobs.steprun import STAY_DATES, AccountingError, StagedOutputs, StepError, register_table, require_zone, run_step
 
 log = logging.getLogger("snds.merge")
 
@@ -62,6 +62,8 @@ def run_merge(engine: Engine, clean, output, icfg: IngestConfig, mcfg: dict, run
     merge = mcfg["merge"]
     # Each source family's clean zone is switched in on its own (its current version, on S3).
     dcir_zone, pmsi_zone = (lakefs.current(lakefs.LakePath(clean) / source) for source in ("dcir", "pmsi"))
+    require_zone(dcir_zone, "clean_dcir")
+    require_zone(pmsi_zone, "clean_pmsi")
     output = lakefs.LakePath(output)
     out = StagedOutputs(output, run_id)
     try:

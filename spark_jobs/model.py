@@ -27,7 +27,7 @@ from spark_jobs import lakefs
 from spark_jobs.engines import Engine
 from spark_jobs.merge import load_model_config
 from spark_jobs.stepargs import add_config_args, step_parser
-from spark_jobs.steprun import STAY_DATES, StagedOutputs, StepError, register_partitioned, register_table, run_step
+from spark_jobs.steprun import STAY_DATES, StagedOutputs, StepError, register_partitioned, register_table, require_zone, run_step
 
 log = logging.getLogger("snds.model")
 
@@ -86,6 +86,8 @@ def run_model(engine: Engine, merge, ingest, output, icfg: IngestConfig, mcfg: d
               run_id: str, *, clean) -> dict:
     merge, ingest, output = lakefs.current(merge), lakefs.current(ingest), lakefs.LakePath(output)
     pmsi_zone = lakefs.current(lakefs.LakePath(clean) / "pmsi")
+    for zone, step in ((merge, "merge"), (ingest, "ingest"), (pmsi_zone, "clean_pmsi")):
+        require_zone(zone, step)
     schema = load_model_schema()
     params = dict(mcfg["model"])
     params["missing_before_year"] = params.pop("missing_date_before_year")

@@ -52,7 +52,7 @@ SEVERITIES = ("blocking", "warning")
 #: Check kinds: each is sql/quality/<kind>.sql, except truth_attrition (the summary's truth check of the
 #: step reports against the generator's manifest, spark_jobs.report.truth_check).
 KINDS = ("accounting", "unique", "references", "pattern", "null_rate", "date_window", "within_life", "pseudonyms",
-         "drift", "truth_events", "truth_attrition")
+         "drift", "truth_events", "truth_attrition", "rule_inputs")
 #: Kinds that read one table (`table`, or once per entry of `tables`).
 TABLE_KINDS = ("unique", "references", "pattern", "null_rate", "date_window", "within_life", "truth_events")
 #: The zones each stage's checks may read.
@@ -93,6 +93,8 @@ def load_checks(path: Path | str | None = None) -> dict:
             zone = check.get("zone", STAGE_ZONES[stage][-1])
             if zone not in STAGE_ZONES[stage]:
                 raise StepError(f"{where}: zone {zone!r} is not read at the {stage} stage")
+            if check["kind"] == "rule_inputs" and check.get("effect") not in ("partial", "not_evaluated"):
+                raise StepError(f"{where}: effect must be partial or not_evaluated (kind rule_inputs)")
             if "max_rate" in check and not 0 <= float(check["max_rate"]) <= 1:
                 raise StepError(f"{where}: max_rate must be between 0 and 1")
     return spec
@@ -223,7 +225,15 @@ class Gate:
             return skipped
         return self._sql(check["kind"], view=view, column=check.get("column"), columns=check.get("columns"),
                          where=check.get("where"), pattern=check.get("pattern"), window_start=self.window[0],
-                         window_end=self.window[1])
+                         window_end=self.window[1], start_exempt=self._start_exempt(check, view))
+
+    def _start_exempt(self, check, view) -> str | None:
+        """`start_exempt: {COLUMN: [values]}` as SQL, for the tables that have the column (a table
+        without it, e.g. consults, has no hospital rows to exempt)."""
+        spec = check.get("start_exempt") or {}
+        columns = set(self.engine.columns(view)) if spec else set()
+        parts = [f"{sqlrender.ident(c)} IN ({sqlrender.sql_list(v)})" for c, v in spec.items() if c in columns]
+        return " OR ".join(parts) or None
 
     _measure_unique = _measure_pattern = _measure_null_rate = _measure_date_window = _measure_table
 
@@ -306,6 +316,16 @@ class Gate:
             return f"not checked: {check['reason']}"
         differences = check["differences"]
         return len(differences), check["files"], differences[0] if differences else None
+
+    def _measure_rule_inputs(self, check, table):
+        """Cleaning rules whose input columns the delivery lacks (the clean reports'
+        `missing_rule_inputs`), with the given `effect` (partial | not_evaluated)."""
+        reports = [self.reports[s] for s in ("clean_dcir", "clean_pmsi") if s in self.reports]
+        if not reports:
+            return "no clean report in this run"
+        items = [i for r in reports for i in r.get("missing_rule_inputs") or [] if i["effect"] == check["effect"]]
+        rules = sum(len(r.get("rules_applied") or []) for r in reports)
+        return len(items), max(rules, len(items)), items[0]["message"] if items else None
 
     # -- row accounting
     def accounting_items(self) -> list[tuple]:

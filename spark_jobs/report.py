@@ -61,6 +61,9 @@ def _check_ingest(ingest: dict, manifest: dict) -> list[str]:
                 f"{name}: read {f['rows_read']} quarantined {f['quarantine_reasons']}, "
                 f"truth {truth['rows']} quarantined {truth['quarantine']}"
             )
+        elif (nulled := {f'{c["column"]}|{c["reason"]}': c["cells"] for c in f.get("nulled_cells") or []}) \
+                != truth.get("nulled", {}):
+            differences.append(f"{name}: nulled cells {nulled}, truth {truth.get('nulled', {})}")
         else:
             planted = {r: n for r, n in truth.get("cleaning", {}).items() if r in rules and n}
             if f.get("dropped_by_rule", {}) != planted:
@@ -153,6 +156,34 @@ def step_reports(run_dir) -> dict:
     return reports
 
 
+def delivery_summary(steps: dict) -> dict:
+    """What the run made of the delivery as it came: the profile it ran with (and what detection saw),
+    the sources absent, the uncatalogued files, the columns typed as text, the cells nulled and why,
+    the columns tables lacked and the rule inputs that were missing (from the ingest and clean reports)."""
+    ingest = steps.get("ingest") or {}
+    if not ingest.get("profile"):
+        return {}
+    delivery = ingest.get("delivery") or {}
+    nulled: dict[str, int] = {}
+    for cell in (ingest.get("quarantine") or {}).get("nulled_cells") or []:
+        key = f"{cell['table']}.{cell['column']}: {cell['reason']}"
+        nulled[key] = nulled.get(key, 0) + int(cell["cells"])
+    missing_rule_inputs = []
+    for name in ("clean_dcir", "clean_pmsi"):
+        missing_rule_inputs += (steps.get(name) or {}).get("missing_rule_inputs") or []
+    return {
+        "profile": ingest["profile"],
+        "sources_present": delivery.get("sources_present", []),
+        "sources_absent": delivery.get("sources_absent", []),
+        "uncatalogued": delivery.get("uncatalogued", []),
+        "skipped": delivery.get("skipped", []),
+        "text_columns": delivery.get("extra_columns", {}),
+        "nulled_cells": dict(sorted(nulled.items())),
+        "schema_columns_missing": delivery.get("schema_columns_missing", {}),
+        "missing_rule_inputs": missing_rule_inputs,
+    }
+
+
 def assemble_summary(run_dir, *, region: str, release: str, run_id: str, engine: str,
                      input_uri: str, truth_manifest=None, extra: dict | None = None,
                      selected_steps: list[str] | None = None, dry_run: bool = False) -> LakePath:
@@ -173,6 +204,7 @@ def assemble_summary(run_dir, *, region: str, release: str, run_id: str, engine:
         "code_version": code_version(),
         "written_at": now_utc(),
         "status": _status(steps, selected_steps, dry_run),
+        "delivery": delivery_summary(steps),
         "steps": steps,
     }
     if truth_manifest is not None and lakefs.is_file(truth_manifest) and not dry_run:
@@ -193,6 +225,24 @@ def human_summary(summary: dict) -> str:
         f"Release {summary['release']} · region {summary['region']} · engine {summary['engine']} · "
         f"run {summary['run_id']} · {summary['status'].upper()}"
     ]
+    delivery = summary.get("delivery") or {}
+    if delivery:
+        prof = delivery["profile"]
+        lines.append(f"  delivery profile {prof['name']} ({'detected' if prof.get('source') == 'auto' else prof.get('source')}):"
+                     f" separator {prof['separator']!r}, {prof['encoding']}, patient column {prof['patient_id_column']},"
+                     f" decimal {prof['decimal_separator']!r}")
+        if delivery.get("sources_absent"):
+            lines.append(f"  sources absent: {', '.join(delivery['sources_absent'])}")
+        for file, table in delivery.get("uncatalogued") or []:
+            lines.append(f"  uncatalogued file {file}: ingested as all-text table {table}")
+        for file in delivery.get("skipped") or []:
+            lines.append(f"  uncatalogued file {file}: skipped")
+        for table, columns in sorted((delivery.get("text_columns") or {}).items()):
+            lines.append(f"  {table}: column(s) not in the schema, kept as text: {', '.join(columns)}")
+        for what, n in (delivery.get("nulled_cells") or {}).items():
+            lines.append(f"  unreadable cells nulled (row kept): {what} {n:,}")
+        for item in delivery.get("missing_rule_inputs") or []:
+            lines.append(f"  missing rule input: {item['message']}")
     for name, step in summary["steps"].items():
         totals = step.get("totals", {})
         lines.append(

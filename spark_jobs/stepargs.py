@@ -36,6 +36,34 @@ def add_config_args(p: argparse.ArgumentParser, clean: bool = False, model: bool
         p.add_argument("--model-config", default=None, help="merge and model settings (default: config/model.yaml)")
 
 
+def add_profile_args(p: argparse.ArgumentParser) -> None:
+    """The delivery profile (how the files are written): config/profiles/<name>.yaml, a file, or auto."""
+    from spark_jobs.profiles import ENCODINGS, PATIENT_COLUMNS
+
+    p.add_argument("--profile", default=None,
+                   help="delivery profile: a name under config/profiles/ (default: native), a profile file, or "
+                        "`auto` (detected from the delivery's headers and first lines)")
+    p.add_argument("--encoding", default=None, choices=ENCODINGS, help="override the profile's encoding")
+    p.add_argument("--patient-id-column", default=None, choices=PATIENT_COLUMNS,
+                   help="override the profile's patient column naming")
+
+
+def ingest_config_from_args(args: argparse.Namespace, delivery=None):
+    """The ingest configuration with the profile the arguments choose (`auto`: detected in `delivery`)."""
+    from spark_jobs.delivery import DeliveryError, IngestConfig
+    from spark_jobs.profiles import AUTO
+
+    profile = args.profile
+    if profile == AUTO:
+        from spark_jobs.detect import detect_profile
+
+        if delivery is None:
+            raise DeliveryError("--profile auto needs the delivery to detect it from")
+        profile = detect_profile(delivery, IngestConfig.load(args.config))
+    return IngestConfig.load(args.config, profile=profile, encoding=args.encoding,
+                             patient_id_column=args.patient_id_column)
+
+
 def add_pseudonymisation_args(p: argparse.ArgumentParser, argon2: bool = True) -> None:
     """The region's vault and key provider (and argon2 parameters), as the region config gives them."""
     g = p.add_argument_group("pseudonymisation")

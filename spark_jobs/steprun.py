@@ -33,7 +33,7 @@ log = logging.getLogger("snds.step")
 
 #: SQL type of each value kind, as sql/ingest/_parse.sql produces it.
 KIND_SQL_TYPES = {
-    "string": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN", "date": "DATE",
+    "string": "VARCHAR", "code": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN", "date": "DATE",
     "year": "INTEGER", "yearmonth": "INTEGER", "month": "INTEGER",
 }
 
@@ -81,6 +81,13 @@ def schema_columns(cfg, table: str) -> list[tuple[str, str]]:
 
 #: The columns the clean step adds to a PMSI chaining table (clean/pmsi/pmsi_table_rows.sql).
 STAY_DATES = {"stay_start": "DATE", "stay_end": "DATE"}
+
+
+def require_zone(zone, step: str) -> None:
+    """A zone an earlier step writes must be there, even when it holds no table (a partial extract):
+    a missing one is a wrong location or a step that did not run, not an empty source."""
+    if not lakefs.exists(zone):
+        raise StepError(f"{zone}: not found (did the {step} step run for this release?)")
 
 
 def register_table(engine: Engine, zone, table: str, cfg, view: str | None = None, retype: bool = True,
@@ -166,11 +173,16 @@ class StagedOutputs:
     def write_partitioned(self, engine: Engine, relative: str, view: str, column: str, columns: list[str],
                           order_columns: list[str]) -> dict[int, int]:
         """Write `view` as `<relative>/<column>=<value>/` (Hive layout; integer values), `columns` only;
-        returns rows per value. Rows whose `column` is NULL are not written: callers account for them."""
+        returns rows per value. Rows whose `column` is NULL are not written: callers account for them.
+        A view without rows (a source absent from the delivery) is written as one empty file with every
+        column, `column` included, so that the next step reads an empty table of the declared schema."""
         written = {}
         for (value,) in sorted(engine.rows(f"SELECT DISTINCT {column} FROM {view} WHERE {column} IS NOT NULL")):
             written[int(value)] = self.write_view(engine, f"{relative}/{column}={int(value)}", view, columns,
                                                   order_columns, where=f"{column} = {int(value)}")
+        if not written:
+            self.write_view(engine, relative, view, [*[c for c in columns if c != column], column], order_columns,
+                            where="false")
         return written
 
     def commit(self) -> None:

@@ -110,12 +110,6 @@ def synth_truth(synth_delivery) -> dict:
 
 
 @pytest.fixture
-def sample_config(tmp_path) -> Path:
-    """Ingest configuration for the comma-separated 10-row sample files."""
-    import yaml
-
-    cfg = yaml.safe_load((PROJECT_ROOT / "config" / "ingest.yaml").read_text())
-    cfg["delivery"]["separator"] = ","
-    path = tmp_path / "ingest-samples.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def sample_profile() -> str:
+    """The delivery profile of the comma-separated 10-row HDH sample files."""
+    return "hdh_sample"

@@ -39,14 +39,19 @@ def region_key_file(directory: Path) -> LocalKeyFile:
 
 def ingest_delivery(engine_name: str, delivery: Path, out: Path, *, config: Path | None = None,
                     spark=None, run_id: str = "t", vault_dir: Path | None = None,
-                    params: Argon2Params = FAST_ARGON2, truth: bool = False) -> dict:
+                    params: Argon2Params = FAST_ARGON2, truth: bool = False, profile=None) -> dict:
     """Run the ingest step's code on an engine (vault and key under `out` unless given); return its
-    report sections. With `truth`, a synthetic delivery's truth is pseudonymised into `out/truth`."""
+    report sections. With `truth`, a synthetic delivery's truth is pseudonymised into `out/truth`.
+    `profile`: a Profile, a profile name or file, or "auto" (detected in the delivery)."""
     from spark_jobs.delivery import IngestConfig
     from spark_jobs.engines import open_engine
     from spark_jobs.ingest import Pseudonymisation, run_ingest
 
-    cfg = IngestConfig.load(config)
+    if profile == "auto":
+        from spark_jobs.detect import detect_profile
+
+        profile = detect_profile(delivery, IngestConfig.load(config))
+    cfg = IngestConfig.load(config, profile=profile)
     settings = {"spark": spark} if engine_name == "spark" else {}
     vault_dir = vault_dir or out / "vault"
     pseudo = Pseudonymisation(Vault(vault_dir, region_key_file(vault_dir.parent / (vault_dir.name + "-keys"))), params, 2)

@@ -43,7 +43,7 @@ def test_dagbag_imports_without_errors():
         "clean_dcir": ["update_vault"], "clean_pmsi": ["update_vault"], "gate_clean": ["clean_dcir", "clean_pmsi"],
         "merge": ["gate_clean"], "model": ["merge"], "gate_model": ["model"], "feasibility_report": ["gate_model"],
         "publish": ["feasibility_report", "prepare_run"], "summarize": ["prepare_run", "publish"]}
-    assert set(dag.params.keys()) == {"release", "input", "steps", "dry_run"}
+    assert set(dag.params.keys()) == {"release", "input", "steps", "profile", "dry_run"}
     rotation = bag.dags["snds_key_rotation__local"]
     assert [t.task_id for t in rotation.topological_sort()] == ["check_keys", "rotate_key", "check_rotated_keys"]
     watch = bag.dags["snds_landing_watch__fr-paris"]
@@ -105,7 +105,7 @@ def _dag(region, monkeypatch=None):
 X = lambda key: "{{ ti.xcom_pull(task_ids='prepare_run')['" + key + "'] }}"  # noqa: E731
 CODE = lambda key: "{{ ti.xcom_pull(task_ids='package_code')['" + key + "'] }}"  # noqa: E731
 INGEST_ARGS = ["--input", X("input"), "--output", X("ingest"), "--quarantine", X("quarantine"),
-               "--truth", X("truth"), "--report", X("ingest_report"), "--release", X("release"), "--run-id", X("run_id"),
+               "--truth", X("truth"), "--report", X("ingest_report"), "--profile", X("profile"), "--release", X("release"), "--run-id", X("run_id"),
                "--config", "config/ingest.yaml"]
 
 
@@ -413,15 +413,17 @@ def test_trigger_form_params_are_validated():
         from airflow.exceptions import ParamValidationError
 
     dag = _dag(_regions("local")["local"])
-    assert all(dag.params.get_param(k).description for k in ("release", "input", "steps", "dry_run"))
+    assert all(dag.params.get_param(k).description for k in ("release", "input", "steps", "profile", "dry_run"))
     defaults = dag.params.validate()
-    assert defaults == {"release": "", "input": "", "dry_run": False,
+    assert defaults == {"release": "", "input": "", "dry_run": False, "profile": "native",
                         "steps": ["ingest", "clean_dcir", "clean_pmsi", "merge", "model"]}
+    # The form proposes the shipped profiles and auto.
+    assert {"native", "cnam_study", "hdh_sample", "auto"} <= set(dag.params.get_param("profile").schema["examples"])
     ok = ParamsDict(copy.deepcopy(dag.params))
-    ok.update({"release": "2024-06", "steps": ["merge", "model"], "dry_run": True})
+    ok.update({"release": "2024-06", "steps": ["merge", "model"], "dry_run": True, "profile": "auto"})
     assert ok.validate()["steps"] == ["merge", "model"]
     for bad in ({"release": "../2024"}, {"steps": ["publish"]}, {"steps": []}, {"dry_run": "yes"},
-                {"steps": ["merge", "merge"]}):
+                {"steps": ["merge", "merge"]}, {"profile": ""}):
         params = ParamsDict(copy.deepcopy(dag.params))
         with pytest.raises(ParamValidationError):
             params.update(bad)  # a Param checks its value when set, as the form does on submit

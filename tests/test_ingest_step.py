@@ -39,6 +39,8 @@ def test_counts_match_the_truth(duckdb_run, synth_truth):
         got = files[name]
         assert got["rows_read"] == truth["rows"], name
         assert got["quarantine_reasons"] == truth["quarantine"], name
+        # unreadable values in columns no rule needs: nulled and counted, the row kept
+        assert {f'{c["column"]}|{c["reason"]}': c["cells"] for c in got["nulled_cells"]} == truth.get("nulled", {}), name
         # PMSI stays not linked to a patient (placeholder NIR) are dropped by their named rule.
         unlinked = truth["cleaning"].get("pmsi_placeholder_nir", 0)
         assert got["dropped_by_rule"] == ({"pmsi_placeholder_nir": unlinked} if unlinked else {}), name
@@ -157,7 +159,7 @@ def test_entry_point_cli_writes_report(synth_delivery, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "spark_jobs.ingest", *args], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
-    assert "required table(s) missing from the delivery: ER_PRS_F, IR_BEN_R" in proc.stdout
+    assert "no file of a catalogued SNDS table in this delivery" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
 

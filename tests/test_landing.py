@@ -63,8 +63,13 @@ def delivered_names(d: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- local
-def test_required_tables_from_config():
-    assert required_tables_from_config(ROOT / "config" / "ingest.yaml") == REQUIRED
+def test_required_tables_from_config(tmp_path):
+    # none by default: DCIR-only, PMSI-only and referential-only extracts are valid deliveries
+    assert required_tables_from_config(ROOT / "config" / "ingest.yaml") == []
+    cfg = tmp_path / "ingest.yaml"
+    cfg.write_text((ROOT / "config" / "ingest.yaml").read_text().replace(
+        "tables:\n", "tables:\n  IR_BEN_R: {required: true}\n  ER_PRS_F: {required: true}\n", 1))
+    assert required_tables_from_config(cfg) == ["IR_BEN_R", "ER_PRS_F"]
 
 
 def test_generator_writes_the_manifest_last(generated):
@@ -160,8 +165,30 @@ def test_files_the_ingest_would_reject(delivery):
     (delivery / "ER_XYZ_F.csv").write_text("A;B\n")
     write_manifest(delivery)
     c = check_delivery(str(delivery), required_tables=REQUIRED, now=later())
-    assert c.problems == ["ER_XYZ_F.csv: matches no table of the ingest configuration",
-                          "er_prs_f.CSV: table ER_PRS_F is also delivered in ER_PRS_F.csv"]
+    # native profile: an uncatalogued file is ingested as text, so it does not hold the delivery back
+    assert c.problems == ["er_prs_f.CSV: table ER_PRS_F is also delivered in ER_PRS_F.csv"]
+
+
+def test_uncatalogued_files_follow_the_profile(delivery, tmp_path):
+    (delivery / "T_SSR19XYZ.csv").write_text("ETA_NUM;RHA_NUM\n1;2\n")
+    (delivery / "IR_BEN_R_OLD.csv").write_text("A\n")
+    write_manifest(delivery)
+    assert check_delivery(str(delivery), required_tables=REQUIRED, now=later()).status == "complete"
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("profile: strict\nuncatalogued: error\n")
+    c = check_delivery(str(delivery), required_tables=REQUIRED, now=later(), profile=str(strict))
+    assert c.problems == ["IR_BEN_R_OLD.csv: matches no catalogued table (profile strict: uncatalogued: error)",
+                          "T_SSR19XYZ.csv: matches no catalogued table (profile strict: uncatalogued: error)"]
+    assert check_delivery(str(delivery), required_tables=REQUIRED, now=later(), profile="auto").status == "complete"
+
+
+def test_a_delivery_of_uncatalogued_files_only(tmp_path):
+    d = tmp_path / "landing" / "2024-06"
+    d.mkdir(parents=True)
+    (d / "NOTES.csv").write_text("A\n1\n")
+    write_manifest(d)
+    c = check_delivery(str(d), required_tables=[], now=later())
+    assert c.problems == ["no file of a catalogued SNDS table (expected e.g. ER_PRS_F.csv or T_MCO19B.csv)"]
 
 
 def test_problems_never_hold_file_content(delivery):

@@ -8,6 +8,7 @@ on Spark and must give the same tables as on DuckDB, and a rerun must give the s
 from __future__ import annotations
 
 
+import json
 import logging
 from pathlib import Path
 
@@ -167,7 +168,10 @@ def variant_run(tmp_path_factory):
     some tables: no devices (ER_TIP_F), no ALD (IR_IMB_R), no CepiDc causes (KI_ECD_R), no HAD."""
     import yaml
 
+    from dataclasses import replace
+
     from snds_synth import generate
+    from spark_jobs.profiles import load_profile
 
     root = tmp_path_factory.mktemp("variant")
     delivery = root / "delivery"
@@ -176,13 +180,10 @@ def variant_run(tmp_path_factory):
     removed = ["ER_TIP_F.csv", "IR_IMB_R.csv", "KI_ECD_R.csv", *(p.name for p in delivery.glob("T_HAD*.csv"))]
     for name in removed:
         (delivery / name).unlink()
-    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "ingest.yaml").read_text())
-    cfg["delivery"].update(encoding="latin-1", patient_id_column="NUM_ENQ")
-    config = root / "ingest-num-enq.yaml"
-    config.write_text(yaml.safe_dump(cfg))
+    profile = replace(load_profile("native"), encoding="latin-1", patient_id_column="NUM_ENQ")
     out = root / "lake"
-    ingest_delivery("duckdb", delivery, out, config=config)
-    return delivery, out, config
+    ingest_delivery("duckdb", delivery, out, profile=profile)
+    return delivery, out, None
 
 
 def test_variant_delivery_runs_without_code_changes(variant_run, caplog):
@@ -204,3 +205,32 @@ def test_variant_delivery_runs_without_code_changes(variant_run, caplog):
     assert compare_with_truth(delivery, out / "model", "patients",
                               columns=["patient_id", "sex", "birth_year", "birth_month", "death_date",
                                        "incoherent_death"]) == ([], [])
+
+
+@pytest.mark.parametrize("profile,variants", [("cnam_study", None), (None, "dcir_only"), (None, "pmsi_only")])
+def test_real_format_variants_detected_and_matching_the_truth(tmp_path, profile, variants):
+    """A CNAM study extract as the generator writes it (NUM_ENQ, SAS datetimes, Windows-1252, CRLF,
+    float-written integers, 3-character return codes, decimal commas, catalogued tables the model does
+    not use, an uncatalogued file, an SSR chaining table without FHO_RET/PMS_RET, stays admitted
+    before the window) and partial extracts: ingested with the profile detected (PROFILE=auto), every
+    step's counts and every event table equal the generator's truth."""
+    from snds_synth import generate
+    from spark_jobs.report import truth_check
+
+    delivery = tmp_path / "d"
+    generate(delivery, n=200, seed=11, years=(2016, 2018), profile=profile, variants=variants, quiet=True)
+    reports = {"ingest": {**ingest_delivery("duckdb", delivery, tmp_path, truth=True, profile="auto"),
+                          "status": "success"}}
+    reports.update(run_steps_after_ingest("duckdb", tmp_path / "ingest", tmp_path))
+    check = truth_check(reports, json.loads((delivery / "_truth" / "manifest.json").read_text()))
+    assert check["status"] == "match", check["differences"][:10]
+    if profile == "cnam_study":
+        prof = reports["ingest"]["profile"]
+        assert (prof["patient_id_column"], prof["encoding"], prof["decimal_separator"]) == ("NUM_ENQ", "cp1252", ",")
+        assert reports["ingest"]["delivery"]["uncatalogued"] == [("ETUDE_CONSENTEMENT.csv", "ETUDE_CONSENTEMENT")]
+        missing = reports["clean_pmsi"]["missing_rule_inputs"]
+        assert {(m["table"], tuple(m["columns"]), m["effect"]) for m in missing} == {
+            ("T_SSRaaC", ("FHO_RET", "PMS_RET"), "partial")}
+    else:
+        absent = reports["ingest"]["delivery"]["sources_absent"]
+        assert ("PMSI_MCO" in absent) == (variants == "dcir_only") and ("DCIR" in absent) == (variants == "pmsi_only")

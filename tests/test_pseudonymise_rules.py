@@ -50,9 +50,9 @@ def test_only_new_identifiers_are_hashed_once(engine):
         engine.drop_view(view)
 
 
-def _parse(engine, tmp_path, text, unlinked_rule):
+def _parse(engine, tmp_path, text, unlinked_rule, n_strict=True):
     _lines(engine, tmp_path, "raw_lines.csv", text)
-    cols = (Column("NIR", "string", 1, "NIR", identifier=True), Column("N", "integer", 2, "N"),
+    cols = (Column("NIR", "string", 1, "NIR", identifier=True), Column("N", "integer", 2, "N", strict=n_strict),
             Column("OTHER_ID", "string", 3, "OTHER_ID", identifier=True))
     engine.register_rows("id_map", ["raw_id", "pseudonym"], [(r, P[r]) for r in ("AAA", "BBB", "CCC")])
     sql = sqlrender.render("ingest/parse_delivery_file.sql", separator=";", columns=list(cols),
@@ -60,6 +60,17 @@ def _parse(engine, tmp_path, text, unlinked_rule):
                            patient_column=cols[0], unlinked_rule=unlinked_rule, placeholders=PLACEHOLDERS)
     engine.create_view("parsed", sql, materialize=True)
     return sorted(engine.rows('SELECT "N", "NIR", "OTHER_ID", _reason, _dropped_by FROM parsed'), key=repr)
+
+
+def test_an_unreadable_value_outside_the_rule_columns_is_nulled_and_counted(engine, tmp_path):
+    """N not strict: its unreadable value becomes NULL, the row is kept and `_nulled` says which
+    column, why and the value's shape (never the value: it could be an identifier)."""
+    got = _parse(engine, tmp_path, "NIR;N;OTHER_ID\nAAA;1;BBB\nCCC;x7;AAA\nBBB;;\n", None, n_strict=False)
+    assert got == sorted([(1, P["AAA"], P["BBB"], None, None), (None, P["CCC"], P["AAA"], None, None),
+                          (None, P["BBB"], None, None, None)], key=repr)
+    nulled = sorted(engine.rows('SELECT "NIR", _nulled FROM parsed'), key=repr)
+    assert nulled == sorted([(P["AAA"], None), (P["CCC"], "N|bad_integer|A9"), (P["BBB"], None)], key=repr)
+    engine.drop_view("parsed")
 
 
 @pytest.mark.parametrize("unlinked_rule", [None, "pmsi_placeholder_nir"])

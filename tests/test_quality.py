@@ -52,9 +52,14 @@ def test_each_check_kind_counts_what_it_must(engine):
                   where=None) == (1, 3, None)
     assert _check(engine, "null_rate", view="t", column="d", where=None) == (1, 4, None)
     assert _check(engine, "date_window", view="t", column="d", where=None, window_start="2006-01-01",
-                  window_end="2030-12-31") == (2, 3, None)
+                  window_end="2030-12-31", start_exempt=None) == (2, 3, None)
     assert _check(engine, "date_window", view="t", column="d", where="k1 = '1'", window_start="2006-01-01",
-                  window_end="2030-12-31") == (1, 2, None)
+                  window_end="2030-12-31", start_exempt=None) == (1, 2, None)
+    # Rows exempt from the start (a PMSI stay admitted before the window) are checked against the end only.
+    assert _check(engine, "date_window", view="t", column="d", where=None, window_start="2006-01-01",
+                  window_end="2030-12-31", start_exempt="\"k2\" IN ('a')") == (1, 3, None)
+    assert _check(engine, "date_window", view="t", column="d", where=None, window_start="2006-01-01",
+                  window_end="2020-12-31", start_exempt="k1 = '3'") == (2, 3, None)
     assert _check(engine, "pseudonyms", pattern="^[0-9a-f]{64}$",
                   targets=[{"view": "t", "table": "T", "column": "pid"}]) == (1, 3, "T.pid")
 
@@ -103,7 +108,7 @@ def test_declared_checks_are_validated(tmp_path):
     spec = load_checks()
     assert {c["kind"] for c in spec["clean"] + spec["model"]} >= {
         "accounting", "unique", "references", "pattern", "null_rate", "date_window", "within_life", "pseudonyms",
-        "drift", "truth_events", "truth_attrition"}
+        "drift", "truth_events", "truth_attrition", "rule_inputs"}
     base = yaml.safe_load(CHECKS_FILE.read_text())
     cases = {
         "kind 'nonsense' is not one of": {"name": "x", "kind": "nonsense", "severity": "blocking", "description": "d"},

@@ -35,7 +35,7 @@ def test_release_from_params_asset_event_or_data_interval(region, tmp_path):
     delivery.mkdir(parents=True)
     run = resolve_release(region, {"release": "2024-06", "input": str(delivery)})
     assert run == {"release": "2024-06", "input": str(delivery), "trigger": "manual", "from_landing": False,
-                   "steps": list(STEPS), "dry_run": False}
+                   "steps": list(STEPS), "dry_run": False, "profile": "native"}
     # No input: the release's directory in the landing zone, checked for completeness by the sensor.
     run = resolve_release(region, {"release": "2024-06"})
     assert run["input"] == f"{tmp_path}/landing/2024-06" and run["from_landing"]

@@ -3,12 +3,15 @@
 The delivery is read back like an ingest would (split on `;`, typed by the table schemas), the planted
 anomalies are counted independently and compared with the truth manifest, and a small reference
 implementation of the event definitions of docs/synthetic-data.md (DuckDB over the parsed files) must
-reproduce the truth event tables exactly.
+reproduce the truth event tables exactly. Delivery variants (snds_synth.variants) are read back through
+their profile, their values given back the native layout, and must give their truth by the same model.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
+import hashlib
 import json
 import re
 import subprocess
@@ -18,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+import yaml
 
 from snds_synth import GeneratorError, generate
 from snds_synth import schemas
@@ -51,37 +55,94 @@ def gen_old(tmp_path_factory):
     return out, manifest
 
 
+class _Frames(dict):
+    """Frames per file; a file the delivery does not hold (an absent source) reads as an empty table."""
+
+    def __missing__(self, fname: str) -> pd.DataFrame:
+        return _empty(fname[: -len(".csv")])
+
+
+def _empty(table: str) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype="string") for c in schemas.order(table)})
+
+
+B_RETURN_CODES = {"T_MCOaaB": ("GRC_RET", "GRG_RET"), "T_SSRaaB": ("GRC_RET", "GRG_RET"), "T_HADaaB": ("ETA_GRP_RET",)}
+
+
+def native_value(table: str, column: str, variants: set):
+    """For a variant delivery: the function giving back the native text of a value (what the generator
+    writes without variants), or None when the column is written natively. Invalid values stay invalid."""
+    k = schemas.kind(table, column)
+    if "float_ints" in variants and k == "integer":
+        return lambda v: v[:-2] if re.fullmatch(r"-?[0-9]+\.0", v) else v
+    if "decimal_comma" in variants and k == "number":
+        return lambda v: v.replace(",", ".")
+    if "sas_datetimes" in variants and schemas.is_pmsi(table) and column in ("EXE_SOI_DTD", "EXE_SOI_DTF") \
+            and k == "date:default":
+        def sas_to_iso(v):
+            mm = re.fullmatch(r"([0-9]{2})([A-Z]{3})([0-9]{4}):00:00:00", v)
+            return f"{mm.group(3)}-{MONTHS[mm.group(2)]:02d}-{mm.group(1)}" if mm and mm.group(2) in MONTHS else v
+        return sas_to_iso
+    if "return_codes3" in variants and column in B_RETURN_CODES.get(table, ()):
+        return lambda v: {"000": "0", "111": "1"}.get(v, v)
+    if "return_codes3" in variants and (table, column) == ("T_SSRaaB", "MOI_ANN"):
+        return lambda v: v[2:] + v[:2] if re.fullmatch(r"[0-9]{6}", v) else v
+    return None
+
+
 class Delivery:
-    """A delivery read back: per file, the valid rows (typed as text) and the faults found."""
+    """A delivery read back: per file, the valid rows (typed as text) and the faults found. A variant
+    delivery (manifest `variants`) is read as its profile says (encoding, line ends, byte-order mark) and
+    its values are given back their native layout (native_value), so that the checks below apply; a
+    chaining table without some chaining codes reads them as '0' (the rule judges the codes present)."""
 
     def __init__(self, out: Path, manifest: dict):
         self.out, self.m = out, manifest
-        self.enc = "latin-1" if manifest["encoding"] == "latin-1" else "utf-8"
-        self.frames: dict[str, pd.DataFrame] = {}
+        self.variants = set(manifest.get("variants", []))
+        self.enc = {"latin-1": "latin-1", "cp1252": "cp1252"}.get(manifest["encoding"], "utf-8")
+        self.eol = "\r\n" if self.variants & {"crlf", "crlf_bom"} else "\n"
+        self.frames: dict[str, pd.DataFrame] = _Frames()
         self.faults: dict[str, dict[str, int]] = {}
+        self.nulled: dict[str, dict[str, int]] = {}
         self.lines: dict[str, int] = {}
         for fname, entry in manifest["files"].items():
-            self._read(fname, entry["table"])
+            if entry["table"] is not None:
+                self._read(fname, entry["table"])
 
     def _read(self, fname: str, table: str):
-        text = (self.out / fname).read_bytes().decode(self.enc)
-        assert "\r" not in text and '"' not in text, fname
-        assert text.endswith("\n"), fname
-        rows = text.split("\n")[:-1]
+        raw = (self.out / fname).read_bytes()
+        bom = raw.startswith(b"\xef\xbb\xbf")
+        assert bom == (self.enc == "utf-8" and bool(self.variants & {"bom", "crlf_bom"})), fname
+        text = raw[3 if bom else 0:].decode(self.enc)
+        assert '"' not in text, fname
+        assert text.endswith(self.eol), fname
+        rows = text.split(self.eol)[:-1]
+        assert not any("\r" in r or "\n" in r for r in rows), f"{fname}: stray line break"
         header = rows[0].split(";")
         names = ["BEN_NIR_PSA" if (h == "NUM_ENQ" and "BEN_NIR_PSA" in schemas.fields(table)) else
                  "NIR_ANO_17" if h == "NUM_ENQ" else h for h in header]
         assert names == [c for c in schemas.order(table) if c in names], f"{fname}: columns not in schema order"
+        assert ("num_enq" in self.variants) == ("NUM_ENQ" in header) or not (set(names) & {"BEN_NIR_PSA", "NIR_ANO_17"}), fname
+        conv = [native_value(table, c, self.variants) for c in names]
         faults: dict[str, int] = {}
+        # columns the manifest says hold unreadable values that ingest nulls (the row is kept)
+        nullable = {k.split("|")[0] for k in self.m["files"][fname].get("nulled", {})}
+        nulled: dict[str, int] = {}
         good = []
         for line in rows[1:]:
             f = line.split(";")
             if len(f) != len(names):
                 faults["wrong_column_count"] = faults.get("wrong_column_count", 0) + 1
                 continue
+            f = [cv(v) if (cv and v) else v for cv, v in zip(conv, f)]
             bad = None
-            for name, v in zip(names, f):
+            for i, (name, v) in enumerate(zip(names, f)):
                 if v != "" and not valid(table, name, v, self.m):
+                    if name in nullable:
+                        key = f"{name}|bad_{schemas.reason_kind(table, name)}"
+                        nulled[key] = nulled.get(key, 0) + 1
+                        f[i] = ""
+                        continue
                     bad = f"bad_{schemas.reason_kind(table, name)}:{name}"
                     break
             if bad:
@@ -90,8 +151,13 @@ class Delivery:
             good.append(f)
         self.lines[fname] = len(rows) - 1
         self.faults[fname] = faults
-        df = pd.DataFrame(good, columns=names, dtype=object)
-        self.frames[fname] = df.replace("", None)
+        self.nulled[fname] = nulled
+        df = pd.DataFrame(good, columns=names, dtype=object).replace("", None)
+        if table.endswith("aaC") and "chaining_missing_codes" in self.variants:
+            for c in CHAINING["PMSI"]:
+                if c not in df.columns:
+                    df[c] = "0"
+        self.frames[fname] = df
 
     def table(self, table: str) -> pd.DataFrame:
         """All valid rows of a table (PMSI: every year, with a `_year` column)."""
@@ -101,6 +167,10 @@ class Delivery:
                 df = self.frames[fname].copy()
                 df["_year"] = e["year"]
                 parts.append(df)
+        if not parts:
+            df = _empty(table)
+            df["_year"] = pd.Series([], dtype="Int64")
+            return df
         return pd.concat(parts, ignore_index=True)
 
 
@@ -118,6 +188,8 @@ def valid(table: str, column: str, v: str, manifest: dict) -> bool:
     if k == "string":
         return True
     if k == "integer":
+        if column == "GHS_NUM" and "return_codes3" in manifest.get("variants", []) and re.fullmatch(r"[A-Z][0-9]{2}", v):
+            return True  # GHS numbers holding letters (return_codes3)
         return re.fullmatch(r"-?[0-9]+", v) is not None
     if k == "number":
         return re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", v) is not None
@@ -212,6 +284,13 @@ def test_malformed_rows_where_truth_says(gen, delivery):
     _, m = gen
     for fname, e in m["files"].items():
         assert delivery.faults[fname] == e["quarantine"], fname
+        assert delivery.nulled[fname] == e.get("nulled", {}), fname
+    # unreadable stay dates are planted (nulled at ingest, the stay kept with its fallback date), and
+    # only in columns that are not rule columns of the ingest config
+    nulled = {f: e["nulled"] for f, e in m["files"].items() if e.get("nulled")}
+    assert nulled and all(f.startswith("T_MCO") and f.endswith("C.csv") for f in nulled), nulled
+    rule_cols = yaml.safe_load((ROOT / "config" / "ingest.yaml").read_text())["rule_columns"]
+    assert not any(fnmatch.fnmatch("T_MCOaaC", k) for k in rule_cols)
     q = {f: e["quarantine"] for f, e in m["files"].items()}
     assert q["ER_PRS_F.csv"].get("wrong_column_count") and q["ER_PRS_F.csv"].get("bad_date:EXE_SOI_DTD")
     assert q["ER_PRS_F.csv"].get("bad_number:PRS_PAI_MNT") and q["ER_PHA_F.csv"].get("bad_integer:PHA_ACT_QSN")
@@ -219,8 +298,10 @@ def test_malformed_rows_where_truth_says(gen, delivery):
     for y in range(YEARS[0], YEARS[1] + 1):
         yy = f"{y % 100:02d}"
         assert q[f"T_MCO{yy}B.csv"].get("wrong_column_count")
-        assert set(q[f"T_MCO{yy}C.csv"]) == {"wrong_column_count", "bad_date:EXE_SOI_DTD", "bad_date:ENT_DAT"}
-    assert sum(q[f].get("bad_date:ENT_DAT", 0) for f in q if f.startswith("T_SSR")) > 0
+        assert set(q[f"T_MCO{yy}C.csv"]) == {"wrong_column_count"}
+        assert set(m["files"][f"T_MCO{yy}C.csv"]["nulled"]) == {"EXE_SOI_DTD|bad_date", "EXE_SOI_DTF|bad_date",
+                                                                "ENT_DAT|bad_date"}
+    assert sum(q[f].get("wrong_column_count", 0) for f in q if f.startswith("T_SSR") and f.endswith("C.csv")) > 0
 
 
 def test_value_formats(delivery):
@@ -506,7 +587,7 @@ def test_hospital_cost_world(which, gen, delivery, gen_old, delivery_old):
     assert not (same & (clin["dtd"] <= clin["dtf"].shift())).any()
     # ... each one is an MCO stay at the clinic with the same dates, and every private MCO stay is one of them
     c = dlv.table("T_MCOaaC")
-    c["start"], c["end"] = _iso(c["EXE_SOI_DTD"], "sas"), _iso(c["EXE_SOI_DTF"], "sas")
+    c["start"], c["end"] = _mco_stay_dates(c)
     cp = c[c["ETA_NUM"].isin(private)]
     lines = set(zip(clin["BEN_NIR_PSA"], clin["ETB_EXE_FIN"], clin["dtd"], clin["dtf"]))
     stays = set(zip(cp["NIR_ANO_17"], cp["ETA_NUM"], cp["start"], cp["end"]))
@@ -592,8 +673,14 @@ def _iso(s: pd.Series, layout: str) -> pd.Series:
     if layout == "dmy8":
         return s.str[4:8] + "-" + s.str[2:4] + "-" + s.str[0:2]
     if layout == "sas":
-        return s.str[5:9] + "-" + s.str[2:5].map(lambda x: f"{MONTHS[x]:02d}") + "-" + s.str[0:2]
+        return s.str[5:9] + "-" + s.str[2:5].map(lambda x: f"{MONTHS[x]:02d}", na_action="ignore") + "-" + s.str[0:2]
     return s
+
+
+def _mco_stay_dates(c: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """RULES.md: EXE_SOI_DTD/EXE_SOI_DTF, else ENT_DAT/SOR_DAT (an unreadable date is nulled at ingest)."""
+    return (_iso(c["EXE_SOI_DTD"], "sas").fillna(_iso(c["ENT_DAT"], "dmy8")),
+            _iso(c["EXE_SOI_DTF"], "sas").fillna(_iso(c["SOR_DAT"], "dmy8")))
 
 
 def reference_events(dlv: Delivery, con=None) -> dict[str, pd.DataFrame]:
@@ -659,7 +746,7 @@ def reference_events(dlv: Delivery, con=None) -> dict[str, pd.DataFrame]:
         b = dlv.table(f"T_{src}aaB")
         c = dlv.table(f"T_{src}aaC")
         if src == "MCO":
-            c["start"], c["end"] = _iso(c["EXE_SOI_DTD"], "sas"), _iso(c["EXE_SOI_DTF"], "sas")
+            c["start"], c["end"] = _mco_stay_dates(c)
         elif src == "SSR":
             c["start"], c["end"] = _iso(c["ENT_DAT"], "dmy8"), _iso(c["SOR_DAT"], "dmy8")
             b = b[b["RHS_NUM"] == "1"]
@@ -776,6 +863,17 @@ def reference_events(dlv: Delivery, con=None) -> dict[str, pd.DataFrame]:
                       ev["stays"][["patient_id", "end_date"]].rename(columns={"end_date": "date"})]).groupby("patient_id")["date"].max()
     pat = pd.DataFrame({"patient_id": ben["BEN_NIR_PSA"], "sex": ben["BEN_SEX_COD"], "birth_year": ben["BEN_NAI_ANN"],
                         "birth_month": ben["BEN_NAI_MOI"].astype(int).astype(str)})
+    # plus the patients of the events that IR_BEN_R does not have (a delivery without IR_BEN_R): sex and birth
+    # year from their DCIR lines, else unknown
+    seen = set(con.sql("SELECT pid FROM kg").df()["pid"]) | set(ev["stays"]["patient_id"]) \
+        | set(ev["deaths_by_source"]["patient_id"]) | set(ev["diagnoses"]["patient_id"])
+    others = sorted(seen - set(pat["patient_id"]))
+    if others:
+        dc = con.sql("""SELECT BEN_NIR_PSA AS patient_id, any_value(BEN_SEX_COD) AS sex, any_value(BEN_NAI_ANN) AS birth_year
+                        FROM cl WHERE g IN (SELECT g FROM kg) GROUP BY ALL""").df().set_index("patient_id")
+        pat = pd.concat([pat, pd.DataFrame({"patient_id": others, "sex": [dc["sex"].get(i, "") for i in others],
+                                            "birth_year": [dc["birth_year"].get(i, "") for i in others], "birth_month": ""})],
+                        ignore_index=True)
     pat["death_date"] = pat["patient_id"].map(agg["max"]).dt.strftime("%Y-%m-%d").fillna("")
     incoherent = ((agg["max"] - agg["min"]).dt.days >= 7).astype(int).astype(str)
     pat["incoherent_death"] = pat["patient_id"].map(incoherent).fillna("0")
@@ -906,14 +1004,20 @@ def test_cost_exclusions_match_reference_model(which, gen, delivery, gen_old, de
 def test_events_match_reference_model(which, gen, delivery, gen_old, delivery_old):
     out, _ = gen if which == "default" else gen_old
     dlv = delivery if which == "default" else delivery_old
-    ref = reference_events(dlv)
-    for name, df in ref.items():
+    _assert_events_match_reference(out, dlv)
+
+
+def _assert_events_match_reference(out: Path, dlv: Delivery, m: dict | None = None) -> None:
+    """Each truth event table equals the reference model's recomputation from the files (and, given
+    the manifest, its event count)."""
+    for name, df in reference_events(dlv).items():
         t = truth(out, name)
         cols = list(t.columns)
         df = df.copy()
         for c in cols:
             df[c] = df[c].astype(str).replace({"None": "", "nan": "", "<NA>": ""})
         assert _canon(df, cols) == _canon(t, cols), name
+        assert m is None or m["events"][name] == len(t), name
 
 
 def test_truth_is_sorted_and_rich(gen):
@@ -1030,3 +1134,309 @@ def test_cli_rewrites_previous_output(tmp_path):
     assert m["years"] == [2020, 2020] and m["n_beneficiaries"] == 60
     bad = subprocess.run(cmd[:-3] + ["--out", str(tmp_path), "--years", "2031-2032"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0
+
+
+# --------------------------------------------------------------------------------------------- delivery variants
+# A variant delivery is read back through its profile (Delivery: encoding, line ends, BOM, native layouts
+# restored) and must give the truth's events by the same reference model as the native one.
+NATIVE_GOLDEN = {  # sha256 of SHA256SUMS (every delivery file) and of the truth events, native, n=60 seed=11 2020
+    "SHA256SUMS": "26176adfd97f9f413a3773ab1671f6557cd43d9666995232fe5741bb1c11cec7",
+    "events": "c08137f4dc106ab404d0ad82af8ea764c96ceff889259d33092948e2efa9f8f7",
+}
+def _is_sas_date(x: str) -> bool:
+    """A SAS datetime `ddMMMyyyy:HH:mm:ss` of a real calendar day."""
+    try:
+        return re.fullmatch(SAS, x) is not None and bool(dt.datetime.strptime(x.title(), "%d%b%Y:%H:%M:%S"))
+    except ValueError:
+        return False
+
+
+SAS = r"[0-9]{2}(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)[0-9]{4}:00:00:00"
+
+
+def _events_digest(out: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted((out / "_truth" / "events").glob("*.csv")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _check_against_truth(out: Path, m: dict) -> Delivery:
+    """Faults per file, events and cost exclusions of a delivery, recomputed from its files, equal the truth."""
+    dlv = Delivery(out, m)
+    for fname, e in m["files"].items():
+        if e["table"] is not None:
+            assert dlv.faults[fname] == e["quarantine"], fname
+            assert dlv.nulled[fname] == e.get("nulled", {}), fname
+            assert dlv.lines[fname] == e["rows"], fname
+    _assert_events_match_reference(out, dlv, m)
+    assert reference_cost_exclusions(dlv) == m["cost_exclusions"]
+    p = truth(out, "patients")
+    assert m["patients"] == {"n": len(p), "deaths": int((p["death_date"] != "").sum()),
+                             "incoherent_deaths": int((p["incoherent_death"] == "1").sum())}
+    return dlv
+
+
+def test_native_output_unchanged(tmp_path):
+    """The native delivery (no variant, or the `native` profile) is byte for byte what generator 1.2.0 wrote."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    ma = generate(a, n=60, seed=11, years=(2020, 2020), quiet=True)
+    mb = generate(b, n=60, seed=11, years=(2020, 2020), profile="native", variants="", quiet=True)
+    assert hashlib.sha256((a / "SHA256SUMS").read_bytes()).hexdigest() == NATIVE_GOLDEN["SHA256SUMS"]
+    assert _events_digest(a) == NATIVE_GOLDEN["events"]
+    assert (a / "SHA256SUMS").read_bytes() == (b / "SHA256SUMS").read_bytes() and _events_digest(b) == _events_digest(a)
+    assert ma["profile"] == mb["profile"] == "native" and ma["variants"] == mb["variants"] == []
+    assert ma == mb
+
+
+@pytest.fixture(scope="module")
+def gen_cnam(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_cnam") / "out"
+    return out, generate(out, n=250, seed=11, years=(2019, 2020), profile="cnam_study", quiet=True)
+
+
+def _lines(path: Path, enc: str) -> list[list[str]]:
+    text = path.read_bytes().decode(enc)
+    return [r.split(";") for r in text.split("\r\n")[:-1]]
+
+
+def _col(path: Path, enc: str, col: str) -> list[str]:
+    rows = _lines(path, enc)
+    i = rows[0].index(col)
+    return [r[i] for r in rows[1:] if len(r) == len(rows[0])]
+
+
+def test_cnam_study_files(gen_cnam):
+    out, m = gen_cnam
+    assert m["profile"] == "cnam_study" and m["variants"] == sorted(
+        ["num_enq", "sas_datetimes", "cp1252", "crlf_bom", "float_ints", "return_codes3", "decimal_comma", "extra_tables",
+         "uncatalogued", "chaining_missing_codes", "admitted_before_window"])
+    assert m["encoding"] == "cp1252" and m["id_column"] == "NUM_ENQ"
+    files = {p.name for p in out.iterdir() if p.is_file()} - {"SHA256SUMS"}
+    assert files == set(m["files"])
+    for f in files:  # CRLF everywhere, no byte-order mark in Windows-1252
+        raw = (out / f).read_bytes()
+        assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b"") and not raw.startswith(b"\xef\xbb\xbf"), f
+    raw = (out / "IR_PHA_R.csv").read_bytes()
+    assert b"\x92" in raw and b"\x96" in raw and b"\x80" in raw  # ’ – € in Windows-1252
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    labels = _col(out / "IR_PHA_R.csv", "cp1252", "PHA_GRS_NOM")
+    assert any("é" in x for x in labels) and any("è" in x for x in labels) and any("’" in x for x in labels)
+    enc = "cp1252"
+    for f in ("ER_PRS_F.csv", "IR_BEN_R.csv", "IR_IMB_R.csv", "T_MCO19C.csv", "T_SSR20C.csv", "T_HAD19C.csv",
+              "T_RIP20C.csv", "T_MCO19CSTC.csv", "T_MCO20FCSTC.csv", "ETUDE_CONSENTEMENT.csv"):
+        h = _lines(out / f, enc)[0]
+        assert "NUM_ENQ" in h and "BEN_NIR_PSA" not in h and "NIR_ANO_17" not in h, f
+    # dates: SAS datetimes in every PMSI table with EXE_SOI_DTD/DTF, ddMMyyyy ENT_DAT/SOR_DAT, DCIR dd/MM/yyyy
+    for f in ("T_SSR19C.csv", "T_HAD20C.csv", "T_RIP19C.csv", "T_MCO20CSTC.csv", "T_MCO20C.csv"):
+        for c in ("EXE_SOI_DTD", "EXE_SOI_DTF"):
+            v = _col(out / f, enc, c)
+            bad = m["files"][f]["quarantine"].get(f"bad_date:{c}", 0) + \
+                m["files"][f].get("nulled", {}).get(f"{c}|bad_date", 0)
+            assert sum(not _is_sas_date(x) for x in v) == bad, (f, c)
+        assert all(re.fullmatch(r"[0-9]{8}", x) for x in _col(out / f, enc, "SOR_DAT")), f
+    assert all(re.fullmatch(r"[0-9]{2}/[0-9]{2}/[0-9]{4}", x) for x in _col(out / "IR_BEN_R.csv", enc, "BEN_DCD_DTE"))
+    # integers as decimals, decimal commas, 3-character return codes, one-character chaining codes
+    for f, c in (("ER_PRS_F.csv", "PRS_NAT_REF"), ("IR_BEN_R.csv", "BEN_SEX_COD"), ("T_MCO19C.csv", "SEJ_NUM"),
+                 ("ER_PHA_F.csv", "PHA_PRS_C13"), ("T_MCO19FCSTC.csv", "ACT_NBR"), ("ER_ARO_F.csv", "DCT_ORD_NUM")):
+        v = [x for x in _col(out / f, enc, c) if x]
+        assert v and all(re.fullmatch(r"-?[0-9]+(\.0)?", x) for x in v) and any(x.endswith(".0") for x in v), (f, c)
+    assert all(x.endswith(".0") for x in _col(out / "ER_PRS_F.csv", enc, "DCT_ORD_NUM") if re.fullmatch(r"[0-9.]+", x))
+    amounts = _col(out / "ER_PRS_F.csv", enc, "BSE_REM_BSE")
+    assert all(re.fullmatch(r"-?[0-9]+,[0-9]{2}", x) for x in amounts)
+    assert all(re.fullmatch(r"-?[0-9]+,[0-9]{2}", x) for x in _col(out / "T_MCO19VALO.csv", enc, "MNT_TOT_AM"))
+    b = [_lines(out / f"T_MCO{yy}B.csv", enc) for yy in ("19", "20")]
+    b = [dict(zip(x[0], r)) for x in b for r in x[1:] if len(r) == len(x[0])]
+    assert {r["GRG_RET"] for r in b} == {"000", "111"} and {r["GRC_RET"] for r in b} == {"000"}
+    letters = [r["GHS_NUM"] for r in b if re.fullmatch(r"[A-Z][0-9]{2}", r["GHS_NUM"])]
+    assert letters and all(r["GHS_NUM"] not in ("9999", "9999.0") for r in b if r["GHS_NUM"] in letters)
+    assert {r["GHS_NUM"][:1] for r in b if r["GHS_NUM"]} - {"D"} <= set("0123456789")
+    grg = _col(out / "T_SSR19B.csv", enc, "GRG_RET") + _col(out / "T_SSR20B.csv", enc, "GRG_RET")
+    assert grg and set(grg) <= {"000", "111"}
+    moi = _col(out / "T_SSR19B.csv", enc, "MOI_ANN") + _col(out / "T_SSR20B.csv", enc, "MOI_ANN")
+    assert moi and all(re.fullmatch(r"(0[1-9]|1[0-2])(2018|2019|2020)", x) for x in moi)
+    for f in ("T_MCO19C.csv", "T_HAD20C.csv", "T_MCO19CSTC.csv", "T_MCO19FCSTC.csv"):
+        rows = _lines(out / f, enc)
+        for i, c in enumerate(rows[0]):
+            if c.endswith("_RET"):
+                assert {r[i] for r in rows[1:] if len(r) == len(rows[0])} <= {"0", "1"}, (f, c)
+    # the SSR chaining tables lack FHO_RET and PMS_RET (all years); the other C tables have them
+    for yy in ("19", "20"):
+        h = _lines(out / f"T_SSR{yy}C.csv", enc)[0]
+        assert "FHO_RET" not in h and "PMS_RET" not in h and {"NIR_RET", "SEJ_RET", "DAT_RET"} <= set(h)
+        assert {"FHO_RET", "PMS_RET"} <= set(_lines(out / f"T_MCO{yy}C.csv", enc)[0])
+
+
+def test_cnam_study_extra_and_uncatalogued_tables(gen_cnam):
+    out, m = gen_cnam
+    enc = "cp1252"
+    shared = Path("/work/shared/snds/schemas")
+    for t, sfx in (("T_SSRaaCSARR", "CSARR"), ("T_HADaaA", "A"), ("T_MCOaaFCSTC", "FCSTC")):
+        for yy in ("19", "20"):
+            f = f"T_{t[2:5]}{yy}{sfx}.csv"
+            assert m["files"][f]["table"] == t and m["files"][f]["cleaning"] == {}
+            header = _lines(out / f, enc)[0]
+            names = ["NIR_ANO_17" if h == "NUM_ENQ" else h for h in header]
+            assert names == list(schemas.order(t)), f
+            if (shared / f"{t}.json").is_file():
+                assert names == [x["name"] for x in json.loads((shared / f"{t}.json").read_text())["fields"]], f
+    aro = _lines(out / "ER_ARO_F.csv", enc)
+    assert aro[0] == list(schemas.order("ER_ARO_F")) and len(aro) > 1
+    dlv = Delivery(out, m)
+    # keyed to existing stays, visits and claims
+    for child, parent, key in (("T_SSRaaCSARR", "T_SSRaaB", ["_year", "ETA_NUM", "RHA_NUM", "RHS_NUM"]),
+                               ("T_HADaaA", "T_HADaaB", ["_year", "ETA_NUM_EPMSI", "RHAD_NUM"]),
+                               ("T_MCOaaFCSTC", "T_MCOaaCSTC", ["_year", "ETA_NUM", "SEQ_NUM"])):
+        c, p_ = dlv.table(child), dlv.table(parent)
+        assert len(c) > 0 and set(map(tuple, c[key].values)) <= set(map(tuple, p_[key].values)), child
+    fc, cs = dlv.table("T_MCOaaFCSTC"), dlv.table("T_MCOaaCSTC")
+    assert set(zip(fc["SEQ_NUM"], fc["NIR_ANO_17"])) <= set(zip(cs["SEQ_NUM"], cs["NIR_ANO_17"]))
+    prs = dlv.frames["ER_PRS_F.csv"]
+    assert set(map(tuple, dlv.frames["ER_ARO_F.csv"][DCIR_KEYS].values)) <= set(map(tuple, prs[DCIR_KEYS].values))
+    # the uncatalogued file: listed, raw identifiers of the delivery's patients, free text
+    u = m["files"]["ETUDE_CONSENTEMENT.csv"]
+    assert u["table"] is None and u["catalogued"] is False and m["uncatalogued_files"] == ["ETUDE_CONSENTEMENT.csv"]
+    rows = _lines(out / "ETUDE_CONSENTEMENT.csv", enc)
+    assert rows[0][0] == "NUM_ENQ" and len(rows) - 1 == u["rows"] > 0
+    assert {r[0] for r in rows[1:]} <= set(dlv.frames["IR_BEN_R.csv"]["BEN_NIR_PSA"])
+    assert any("é" in ";".join(r) for r in rows[1:])
+
+
+def test_cnam_study_truth(gen_cnam, tmp_path):
+    """Every variant of cnam_study read back gives the truth; stays admitted in December of the year before
+    are kept with events at admission; SSR stays whose only bad chaining code is absent are kept."""
+    out, m = gen_cnam
+    dlv = _check_against_truth(out, m)
+    stays = truth(out, "stays")
+    early = stays[stays["start_date"] < "2019-01-01"]
+    assert set(early["source"]) == {"MCO", "SSR", "HAD"} and (early["start_date"].str[:7] == "2018-12").all()
+    assert (early["end_date"].str[:4] == "2019").all()
+    assert m["variant_counts"]["admitted_before_window"] == early["source"].value_counts().to_dict()
+    dg = truth(out, "diagnoses")
+    assert ((dg["date"].str[:7] == "2018-12") & (dg["year"] == "2019")).any()
+    # the same world as the native delivery: same stays, but the chaining ones kept and the early ones moved
+    nat = tmp_path / "native"
+    mn = generate(nat, n=250, seed=11, years=(2019, 2020), quiet=True)
+    ns = truth(nat, "stays")
+    kept_more = m["variant_counts"]["chaining_missing_codes_kept_stays"]
+    assert kept_more > 0 and len(stays) == len(ns) + kept_more
+    assert m["cleaning_stays"]["pmsi_bad_chaining"]["SSR"] == mn["cleaning_stays"]["pmsi_bad_chaining"]["SSR"] - kept_more
+    c = dlv.table("T_SSRaaC")
+    assert (~(c[CHAINING["PMSI"]] == "0").all(axis=1)).sum() == m["cleaning"]["pmsi_bad_chaining"]["T_SSRaaC"]
+    assert mn["cleaning"]["pmsi_bad_chaining"]["T_MCOaaC"] == m["cleaning"]["pmsi_bad_chaining"]["T_MCOaaC"]
+
+
+def test_format_variants_keep_the_truth(gen, tmp_path):
+    """Variants that only change how the files are written give the native truth, byte for byte."""
+    out, m = gen
+    v = tmp_path / "v"
+    mv = generate(v, n=N, seed=SEED, years=YEARS, quiet=True,
+                  variants="num_enq,sas_datetimes,latin1,crlf_bom,float_ints,return_codes3,decimal_comma,extra_tables,uncatalogued")
+    assert _events_digest(v) == _events_digest(out)
+    for k in ("cleaning", "cleaning_stays", "cost_exclusions", "events", "patients", "regularisation", "dotted_icd10"):
+        assert mv[k] == m[k], k
+    common = set(m["files"]) & set(mv["files"])
+    assert common == set(m["files"]) and all(mv["files"][f] == m["files"][f] for f in common)
+    raw = (v / "IR_PHA_R.csv").read_bytes()  # latin-1, CRLF, no byte-order mark
+    assert not raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw
+    labels = _col(v / "IR_PHA_R.csv", "latin-1", "PHA_GRS_NOM")
+    assert any("é" in x for x in labels) and any("è" in x for x in labels)
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    _check_against_truth(v, mv)
+
+
+def test_utf8_bom_iso_dates(tmp_path):
+    out = tmp_path / "o"
+    m = generate(out, n=80, seed=2, years=(2020, 2020), variants="crlf_bom,iso_dates", quiet=True)
+    assert m["variants"] == ["crlf_bom", "iso_dates"] and m["dcir_dates"] == "iso" and m["profile"] is None
+    for f in m["files"]:
+        raw = (out / f).read_bytes()
+        assert raw.startswith(b"\xef\xbb\xbf") and raw.endswith(b"\r\n"), f
+    dlv = Delivery(out, m)  # reads the BOM and CRLF, checks them in every file
+    assert dlv.frames["ER_PRS_F.csv"]["FLX_DIS_DTD"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
+    assert dlv.frames["IR_BEN_R.csv"]["BEN_DCD_DTE"].isin(["1600-01-01"]).any()
+    assert dlv.table("T_SSRaaC")["EXE_SOI_DTD"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()  # PMSI as native
+    assert all(dlv.faults[f] == e["quarantine"] for f, e in m["files"].items())
+
+
+@pytest.mark.parametrize("only", ["dcir_only", "pmsi_only", "referential_only"])
+def test_source_subsets(only, tmp_path):
+    out = tmp_path / only
+    m = generate(out, n=150, seed=9, years=(2019, 2020), variants=only, quiet=True)
+    tables = {e["table"] for e in m["files"].values()}
+    fam = {"dcir_only": ("ER_", "IR_", "KI_", "REF_"), "pmsi_only": ("T_",), "referential_only": ("IR_", "KI_")}[only]
+    assert all(t.startswith(fam) for t in tables)
+    assert {"dcir_only": {"ER_PRS_F", "IR_BEN_R", "KI_CCI_R", "REF_ATC_DDD"}, "pmsi_only": {"T_MCOaaC", "T_RIPaaC", "T_MCOaaCSTC"},
+            "referential_only": {"IR_BEN_R", "IR_IMB_R", "IR_PHA_R", "KI_ECD_R"}}[only] <= tables
+    _check_against_truth(out, m)
+    ds = set(truth(out, "deaths_by_source")["source"])
+    dg = set(truth(out, "diagnoses")["source"])
+    h = truth(out, "costs_hospital_stays")
+    if only == "dcir_only":
+        assert ds == {"IR_BEN_R", "DCIR", "KI_CCI_R"} and dg == {"ALD"} and len(truth(out, "stays")) == 0 and len(h) == 0
+        assert "other" in set(truth(out, "costs_outpatient")["category"])  # the clinic lines: no stay to match
+        assert m["cost_exclusions"]["dcir_lines_attributed_to_stays"] == 0 and m["patients"]["n"] == 150
+        assert sum(m["cleaning_stays"]["pmsi_bad_chaining"].values()) == 0
+    elif only == "pmsi_only":
+        assert ds == {"PMSI"} and dg == {"MCO", "SSR", "HAD"} and set(h["valuation"]) == {"PMSI"}
+        p = truth(out, "patients")
+        assert set(p["patient_id"]) == set(truth(out, "stays")["patient_id"]) and (p["sex"] == "").all()
+        assert len(truth(out, "costs_outpatient")) == 0 and m["regularisation"] == {"full_pairs": 0, "partial_pairs": 0}
+        assert m["cleaning"]["dcir_regularisation"] == {}
+    else:
+        assert ds == {"IR_BEN_R", "KI_CCI_R"} and dg == {"ALD"} and (truth(out, "patients")["last_contact_date"] == "").all()
+        for name in ("stays", "consults", "drug_dispensations", "costs_outpatient", "costs_patient_year"):
+            assert len(truth(out, name)) == 0, name
+
+
+def test_variant_determinism_and_refusals(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate(a, n=60, seed=4, years=(2020, 2021), profile="cnam_study", quiet=True)
+    generate(b, n=60, seed=4, years=(2020, 2021), variants=",".join(PROFILE_CNAM), quiet=True)
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for p in a.iterdir():
+        if p.is_file():
+            assert p.read_bytes() == (b / p.name).read_bytes(), p.name
+    for kw, words in (({"variants": "num_enq,nope"}, ["nope"]), ({"variants": "dcir_only,pmsi_only"}, ["dcir_only", "pmsi_only"]),
+                      ({"variants": "latin1,cp1252"}, ["latin1", "cp1252"]), ({"variants": "bom,cp1252"}, ["bom", "cp1252"]),
+                      ({"variants": "cp1252", "encoding": "latin-1"}, ["latin1", "cp1252"]),
+                      ({"variants": "sas_datetimes,referential_only"}, ["sas_datetimes", "referential_only"]),
+                      ({"profile": "nope"}, ["nope"])):
+        with pytest.raises(GeneratorError) as err:
+            generate(tmp_path / "x", n=60, seed=1, years=(2020, 2020), quiet=True, **kw)
+        assert all(w in str(err.value) for w in words), err.value
+        assert not (tmp_path / "x").exists()
+
+
+PROFILE_CNAM = ["num_enq", "sas_datetimes", "cp1252", "crlf_bom", "float_ints", "return_codes3", "decimal_comma", "extra_tables",
+                "uncatalogued", "chaining_missing_codes", "admitted_before_window"]
+
+
+def test_cli_profile_and_variants(tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "snds_synth", "--n", "50", "--seed", "3", "--years", "2020-2020", "--out", str(out), "--quiet",
+           "--profile", "cnam_study", "--variants", "dcir_only"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "sas_datetimes + dcir_only" in r.stderr
+    r = subprocess.run(cmd[:-2] + ["--variants", "pmsi_only"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "_truth" / "manifest.json").read_text())
+    assert m["profile"] == "cnam_study" and "pmsi_only" in m["variants"] and m["sources"] == ["PMSI"]
+    assert not any(f.startswith(("ER_", "IR_", "KI_")) for f in m["files"])
+
+
+def test_pmsi_only_encoding_has_free_text(tmp_path):
+    """latin1 / cp1252 on a PMSI-only delivery: the MCO establishment table T_MCOaaE carries accented names."""
+    out = tmp_path / "p"
+    m = generate(out, n=50, seed=1, years=(2020, 2020), variants="pmsi_only,cp1252", quiet=True)
+    assert m["files"]["T_MCO20E.csv"]["table"] == "T_MCOaaE"
+    raw = (out / "T_MCO20E.csv").read_bytes()
+    assert b"\x92" in raw and b"\x96" in raw and "é".encode("cp1252") in raw
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    rows = [r.split(";") for r in raw.decode("cp1252").split("\n")[:-1]]
+    assert rows[0] == list(schemas.order("T_MCOaaE"))
+    b = Delivery(out, m).table("T_MCOaaB")
+    assert set(b["ETA_NUM"]) <= {r[rows[0].index("ETA_NUM")] for r in rows[1:]}

@@ -24,6 +24,7 @@ from snds_operators.encryption import KeyCheckOperator, KeyRotationOperator, Vau
 from snds_operators.operators import step_tasks
 from snds_operators.regions import BUNDLE_ENGINES, Region, configure_lake_io, load_regions, selected_regions
 from snds_operators.releases import FOLLOWS, RELEASE_PATTERN, STEPS, run_paths  # noqa: F401  (re-exported)
+from spark_jobs.profiles import available_profiles
 from spark_jobs.uris import is_s3, join
 
 try:  # Airflow 3.1+
@@ -207,6 +208,13 @@ def build_release_dag(region: Region) -> DAG:
             "steps": Param(list(STEPS), type="array", items={"type": "string", "enum": list(STEPS)},
                            minItems=1, uniqueItems=True, title="Steps",
                            description="Steps to run; the others are skipped (their zones are reused)."),
+            "profile": Param(region.profile, type="string", minLength=1, title="Delivery profile",
+                             examples=[*available_profiles(), "auto"],
+                             description="How the delivery's files are written (separator, encoding, patient "
+                                         "column, date layouts, decimal separator, uncatalogued files): a "
+                                         "profile under config/profiles/, a profile file, or `auto` (detected "
+                                         "from the files' headers and first lines; docs/ingest.md). Default: "
+                                         "the region's."),
             "dry_run": Param(False, type="boolean", title="Dry run",
                              description="Check the parameters, connections and delivery; run no step."),
         },
@@ -277,7 +285,7 @@ def build_release_dag(region: Region) -> DAG:
                 return PokeReturnValue(is_done=True)
             check = check_delivery(paths["input"], required_tables=required_tables_from_config(
                 resource(region.ingest_config)), quiet_seconds=float(region.landing.get("quiet_seconds", 300)),
-                s3_client=_s3_client(region))
+                s3_client=_s3_client(region), profile=region.profile)
             if check.status != "complete":
                 print(f"delivery {paths['input']} not complete yet: {'; '.join(check.problems)}")
             # A dry run reports the delivery's state once instead of waiting for it.
@@ -288,7 +296,8 @@ def build_release_dag(region: Region) -> DAG:
         steps["ingest"] = step_tasks(
             task_id="ingest", step="ingest", region=region, pre_execute=_select_step("ingest"),
             step_args=["--input", _xcom("input"), "--output", _xcom("ingest"), "--quarantine", _xcom("quarantine"),
-                       "--truth", _xcom("truth"), "--report", _xcom("ingest_report"), *common,
+                       "--truth", _xcom("truth"), "--report", _xcom("ingest_report"), "--profile", _xcom("profile"),
+                       *common,
                        *region.pseudonymisation_args()],
         )
         for source in ("dcir", "pmsi"):
@@ -470,7 +479,7 @@ def build_landing_watch_dag(region: Region) -> DAG:
                 return []
             checks = scan(region.landing_root, required_tables=required_tables_from_config(
                 resource(region.ingest_config)), quiet_seconds=float(region.landing.get("quiet_seconds", 300)),
-                s3_client=_s3_client(region))
+                s3_client=_s3_client(region), profile=region.profile)
             new = []
             for check in checks:
                 seen = _announced(region, check.release)

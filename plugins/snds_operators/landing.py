@@ -15,8 +15,8 @@ The landing zone is a local directory (a path or a file:// URI) or an S3 prefix 
 read with the boto3 client the caller passes: in Airflow `S3Hook(aws_conn_id=...).get_conn()`).
 
     python -m snds_operators.landing manifest DIR
-    python -m snds_operators.landing check LOCATION [--required-tables T ...] [--quiet-seconds S]
-    python -m snds_operators.landing scan LANDING_ROOT [--required-tables T ...]
+    python -m snds_operators.landing check LOCATION [--required-tables T ...] [--quiet-seconds S] [--profile P]
+    python -m snds_operators.landing scan LANDING_ROOT [--required-tables T ...] [--profile P]
 
 Cheap to import (Airflow's plugin manager imports every module of the plugins folder): the standard
 library only at module level; PyYAML, the ingest configuration and boto3 are imported when used.
@@ -226,10 +226,14 @@ def _s3_client(client):
 
 
 # --------------------------------------------------------------------------------------------- tables
-def _ingest_config(ingest_config):
+def _ingest_config(ingest_config, profile=None):
+    """The ingest configuration with the delivery profile whose `uncatalogued` policy decides whether
+    a file of no catalogued table makes the delivery incomplete (`auto`: detected at ingest; the
+    default profile's policy here)."""
     from spark_jobs.delivery import IngestConfig  # lazily: PyYAML and the ingest configuration
+    from spark_jobs.profiles import AUTO
 
-    return IngestConfig.load(ingest_config)
+    return IngestConfig.load(ingest_config, profile=None if profile == AUTO else profile)
 
 
 def required_tables_from_config(ingest_config_path) -> list[str]:
@@ -249,27 +253,41 @@ def _default_ingest_config() -> Path:
 
 def _table_problems(names: list[str], required_tables, cfg) -> list[str]:
     """File -> table with the ingest's own matcher (IngestConfig.identify, the one `scan` uses): files
-    the ingest would reject (unknown table, a table delivered twice) and required tables without a file.
-    Like the ingest, only `.csv` files count; other files are ignored."""
-    from spark_jobs.delivery import DeliveryError
+    the ingest would reject (an uncatalogued file when the profile says `uncatalogued: error`, a table
+    delivered twice, an uncatalogued file named like a catalogued table, no catalogued table at all)
+    and required tables without a file. Like the ingest, only `.csv` files count; other files are ignored."""
+    from spark_jobs.delivery import uncatalogued_table_name
 
     problems = []
+    policy = cfg.profile.uncatalogued
     seen: dict[tuple[str, int | None], str] = {}
+    uncatalogued: dict[str, str] = {}
     for name in names:
         if not name.lower().endswith(".csv"):
             continue
-        try:
-            table, year = cfg.identify(PurePosixPath(name))
-        except DeliveryError:
-            problems.append(f"{name}: matches no table of the ingest configuration")
+        found = cfg.identify(PurePosixPath(name))
+        if found is None:
+            if policy == "error":
+                problems.append(f"{name}: matches no catalogued table (profile {cfg.profile.name}: "
+                                "uncatalogued: error)")
+            elif policy == "text":
+                table = uncatalogued_table_name(PurePosixPath(name))
+                if table in uncatalogued:
+                    problems.append(f"{name}: uncatalogued table {table} is also delivered in {uncatalogued[table]}")
+                uncatalogued.setdefault(table, name)
             continue
+        table, year = found
         if (table, year) in seen:
             problems.append(f"{name}: table {table}{'' if year is None else f' (year {year})'} "
                             f"is also delivered in {seen[(table, year)]}")
             continue
         seen[(table, year)] = name
     present = {t for t, _ in seen}
+    problems += [f"{uncatalogued[t]}: uncatalogued file would be ingested under the catalogued name {t}"
+                 for t in sorted(set(uncatalogued) & present)]
     problems += [f"required table {t}: no file" for t in required_tables if t not in present]
+    if not seen and not problems and any(n.lower().endswith(".csv") for n in names):
+        problems.append("no file of a catalogued SNDS table (expected e.g. ER_PRS_F.csv or T_MCO19B.csv)")
     return problems
 
 
@@ -346,16 +364,18 @@ def _validate_required(required_tables, cfg) -> list[str]:
 
 
 def check_delivery(location: str, *, required_tables: list[str], quiet_seconds: float = 300,
-                   now: float | None = None, s3_client=None, ingest_config=None) -> DeliveryCheck:
+                   now: float | None = None, s3_client=None, ingest_config=None,
+                   profile: str | None = None) -> DeliveryCheck:
     """Check the one delivery at `location` (a local path, a file:// URI or s3://bucket/prefix/release/).
 
     `required_tables`: tables that must have a file (see `required_tables_from_config`). `now`: the
     time to measure the quiet period from (seconds since the epoch; default: the current time).
     `s3_client`: a boto3 S3 client for s3:// locations (default: `boto3.client("s3")`).
     `ingest_config`: the ingest configuration whose tables name the files (default: config/ingest.yaml).
+    `profile`: the delivery profile the ingest will use (its `uncatalogued` policy; default: native).
     """
     now = time.time() if now is None else float(now)
-    cfg = _ingest_config(ingest_config)
+    cfg = _ingest_config(ingest_config, profile)
     required = _validate_required(required_tables, cfg)
     if is_s3(location):
         bucket, prefix = _s3_location(location)
@@ -372,13 +392,13 @@ def check_delivery(location: str, *, required_tables: list[str], quiet_seconds: 
 
 def scan_landing(landing_root: str, *, required_tables: list[str], quiet_seconds: float = 300,
                  release_pattern: str = DEFAULT_RELEASE_PATTERN, now: float | None = None, s3_client=None,
-                 ingest_config=None) -> list[DeliveryCheck]:
+                 ingest_config=None, profile: str | None = None) -> list[DeliveryCheck]:
     """One `check_delivery` per immediate sub-directory (S3: sub-prefix) of `landing_root` whose name
     matches `release_pattern`, sorted by release. Other entries are ignored. A local landing root that
     does not exist is an error (a configuration mistake, not an empty landing zone)."""
     now = time.time() if now is None else float(now)
     pattern = re.compile(release_pattern)
-    cfg = _ingest_config(ingest_config)
+    cfg = _ingest_config(ingest_config, profile)
     required = _validate_required(required_tables, cfg)
     stores = []
     if is_s3(landing_root):
@@ -415,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--required-tables", nargs="*", default=None,
                        help="tables that must have a file (default: required: true in the ingest configuration)")
         c.add_argument("--ingest-config", default=None, help="ingest configuration (default: config/ingest.yaml)")
+        c.add_argument("--profile", default=None,
+                       help="delivery profile the ingest will use: its `uncatalogued` policy (default: native)")
         c.add_argument("--quiet-seconds", type=float, default=300)
         if name == "scan":
             c.add_argument("--release-pattern", default=DEFAULT_RELEASE_PATTERN)
@@ -425,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     required = a.required_tables
     if required is None:
         required = required_tables_from_config(a.ingest_config or _default_ingest_config())
-    kw = dict(required_tables=required, quiet_seconds=a.quiet_seconds, ingest_config=a.ingest_config)
+    kw = dict(required_tables=required, quiet_seconds=a.quiet_seconds, ingest_config=a.ingest_config,
+              profile=a.profile)
     if a.cmd == "check":
         result = check_delivery(a.location, **kw)
         print(json.dumps(result.to_dict(), indent=1))

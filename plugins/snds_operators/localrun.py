@@ -1,7 +1,7 @@
 """Run the release DAG on this machine: what `make demo`, `make run` and `make airflow` call.
 
     python -m snds_operators.localrun run --input DIR --release R [--region local] [--engine duckdb|spark]
-                                          [--steps merge,model] [--dry-run]
+                                          [--steps merge,model] [--dry-run] [--profile NAME|FILE|auto]
     python -m snds_operators.localrun run --region fr-paris --logical-date 2026-02-05T06:00:00+00:00
                                           # the scheduled run of that date: release 2026-01 from the landing zone
     python -m snds_operators.localrun airflow      # airflow standalone with the project's DAGs
@@ -120,7 +120,8 @@ def _follow(proc: subprocess.Popen, log_file: Path) -> None:
 
 
 def run_release(*, region_name: str | None, release: str | None, input_dir: str | None, engine: str | None,
-                steps: list[str] | None = None, dry_run: bool = False, logical_date: str | None = None) -> Path:
+                steps: list[str] | None = None, dry_run: bool = False, logical_date: str | None = None,
+                profile: str | None = None) -> Path:
     """Run a region's release DAG with `airflow dags test`: for `release` and the delivery `input_dir`
     (the landing zone's `<release>/` when not given), or, with `logical_date`, as the scheduled run of
     that date would (the release is the month of its data interval)."""
@@ -143,6 +144,9 @@ def run_release(*, region_name: str | None, release: str | None, input_dir: str 
     conf = {"release": release or "", "input": str(input_path or ""), "dry_run": dry_run}
     if steps:
         conf["steps"] = steps
+    if profile:
+        # A profile file is given to the DAG by absolute path; a name (or auto) as it is.
+        conf["profile"] = str(Path(profile).resolve()) if ("/" in profile or profile.endswith(".yaml")) else profile
     print(f"Running {dag_id} on {region.engine if not engine else engine}: "
           + (f"release {release}, delivery {input_path or 'from the landing zone'}" if release
              else f"the scheduled run of {logical_date}") + (" (dry run)" if dry_run else ""))
@@ -264,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run as the scheduled run of this date would (release: the month of its data interval)")
     r.add_argument("--steps", default=None, help="comma-separated steps to run (default: all)")
     r.add_argument("--dry-run", action="store_true", help="check parameters, connections and delivery only")
+    r.add_argument("--profile", default=None,
+                   help="delivery profile: a name under config/profiles/, a profile file, or auto (default: the region's)")
     r.add_argument("--region", default=None, help="region name (default: the default region)")
     r.add_argument("--engine", default=None, choices=["duckdb", "spark", "spark-local", "spark-standalone"],
                    help="override the region's engine (spark = spark-local)")
@@ -299,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("run needs --release (and usually --input) or --logical-date")
         run_release(region_name=args.region, release=args.release, input_dir=args.input, engine=args.engine,
                     steps=args.steps.split(",") if args.steps else None, dry_run=args.dry_run,
-                    logical_date=args.logical_date)
+                    logical_date=args.logical_date, profile=args.profile)
     elif args.cmd == "keys":
         return region_keys(args.action, args.region)
     else:

@@ -68,6 +68,7 @@ class Region:
     schedule: dict = field(default_factory=dict)
     landing: dict = field(default_factory=dict)
     lineage: dict = field(default_factory=dict)
+    profile: str = "native"  # the delivery profile of the region's deliveries (config/profiles/<name>.yaml)
     max_active_runs: int = 1
 
     @property
@@ -305,8 +306,20 @@ def _build(path: Path, cfg: dict, engine: str, deployment_name: str) -> Region:
         default=bool(cfg.get("default", False)), description=cfg.get("description", ""),
         duckdb=dict(cfg.get("duckdb") or {}), spark=spark, emr_serverless=emr_serverless, emr=emr,
         schedule=dict(cfg.get("schedule") or {}), landing=dict(cfg.get("landing") or {}), lineage=lineage,
-        max_active_runs=int(cfg.get("max_active_runs", 1)),
+        max_active_runs=int(cfg.get("max_active_runs", 1)), profile=_profile(path, cfg.get("profile") or "native"),
     )
+
+
+def _profile(path, name: str) -> str:
+    """The region's default delivery profile: a file under config/profiles/, or `auto`."""
+    from spark_jobs.profiles import AUTO, ProfileError, load_profile
+
+    if name != AUTO:
+        try:
+            load_profile(name)
+        except ProfileError as exc:
+            raise RegionConfigError(f"{path}: profile: {exc}") from None
+    return name
 
 
 def _resources(region: Region) -> dict[str, str]:

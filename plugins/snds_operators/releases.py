@@ -96,8 +96,25 @@ def resolve_release(region: Region, params: dict, *, data_interval_start: dt.dat
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
         raise ReleaseRunError(f"unknown step(s) {unknown}; steps are {', '.join(STEPS)}")
+    profile = resolve_profile(region, params.get("profile"))
     return {"release": release, "input": delivery, "trigger": trigger, "from_landing": from_landing,
-            "steps": [s for s in STEPS if s in steps], "dry_run": bool(params.get("dry_run", False))}
+            "steps": [s for s in STEPS if s in steps], "dry_run": bool(params.get("dry_run", False)),
+            "profile": profile}
+
+
+def resolve_profile(region: Region, chosen: str | None) -> str:
+    """The run's delivery profile: the one chosen (a name under config/profiles/, a profile file, or
+    `auto`), else the region's. ReleaseRunError when it cannot be loaded."""
+    from spark_jobs.profiles import AUTO, ProfileError, load_profile, profile_path
+
+    profile = (chosen or "").strip() or region.profile
+    if profile == AUTO:
+        return profile
+    try:
+        load_profile(profile)
+        return profile if "/" not in profile and not profile.endswith(".yaml") else str(profile_path(profile))
+    except ProfileError as exc:
+        raise ReleaseRunError(f"profile: {exc}") from None
 
 
 # --- one active run per region and release --------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
 
 import duckdb
@@ -14,7 +16,8 @@ from .base import Engine
 log = logging.getLogger(__name__)
 
 # DuckDB names for the encodings a delivery may use.
-_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "latin-1": "latin-1", "iso-8859-1": "latin-1", "latin1": "latin-1"}
+_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "latin-1": "latin-1", "iso-8859-1": "latin-1", "latin1": "latin-1",
+              "cp1252": "cp1252", "windows-1252": "cp1252"}
 
 
 def _quote_literal(text: str) -> str:
@@ -30,6 +33,7 @@ class DuckDBEngine(Engine):
         if temp_directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="snds_duckdb_")
             temp_directory = self._tmp.name
+        self._temp_directory = temp_directory
         self.con = duckdb.connect(":memory:")
         self.con.execute(f"SET temp_directory = {_quote_literal(temp_directory)}")
         # Insertion order is what makes single-file outputs byte-identical from run to run.
@@ -39,6 +43,7 @@ class DuckDBEngine(Engine):
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self._s3 = False
+        self._transcodes: dict[str, str] = {}
 
     def _location(self, location) -> str:
         """A location as DuckDB reads it; the first s3:// one registers the S3 filesystem."""
@@ -51,7 +56,11 @@ class DuckDBEngine(Engine):
     def read_lines(self, view: str, path, encoding: str, line_numbers: bool = True) -> None:
         enc = _ENCODINGS.get(encoding.lower())
         if enc is None:
-            raise ValueError(f"unsupported encoding {encoding!r} (use utf-8 or latin-1)")
+            raise ValueError(f"unsupported encoding {encoding!r} (use utf-8, latin-1 or cp1252)")
+        if enc == "cp1252":
+            # DuckDB's reader knows no Windows-1252 (and refuses 0x80-0x9F as Latin-1): the file is
+            # transcoded to UTF-8 beside the engine's spill files, streamed, and removed with the view.
+            path, enc = self._transcoded(view, path), "utf-8"
         # One VARCHAR column per line: the \x01 delimiter and empty quote never split a line, so
         # splitting into fields is done by the step's SQL, identically on both engines.
         source = (
@@ -119,7 +128,23 @@ class DuckDBEngine(Engine):
             f"{_quote_literal(self._location(directory) + '/**/*.parquet')}, hive_partitioning = true, union_by_name = true)"
         )
 
+    def _transcoded(self, view: str, path):
+        """A UTF-8 copy of a Windows-1252 file, in the temp directory. Bytes that Windows-1252 leaves
+        undefined become U+FFFD, as in Spark's windows-1252 decoder (same rows on both engines)."""
+        tmp = self._temp_directory
+        os.makedirs(os.path.join(tmp, "transcoded"), exist_ok=True)
+        target = os.path.join(tmp, "transcoded", f"{view}.csv")
+        fs, src = lakefs.filesystem(path)
+        with fs.open_input_stream(src) as fh, open(target, "w", encoding="utf-8", newline="") as out:
+            while chunk := fh.read(1 << 22):
+                out.write(chunk.decode("cp1252", errors="replace"))
+        self._transcodes[view] = target
+        return target
+
     def drop_view(self, view: str) -> None:
+        if view in self._transcodes:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._transcodes.pop(view))
         # The same name is either a view or a materialised table (plus the lines table of read_lines).
         for kind, name in (("VIEW", view), ("TABLE", view), ("TABLE", f"{view}__lines")):
             try:

@@ -13,7 +13,8 @@ from .base import AUTHORING_DIALECT, Engine
 
 log = logging.getLogger(__name__)
 
-_ENCODINGS = {"utf-8": "UTF-8", "utf8": "UTF-8", "latin-1": "ISO-8859-1", "iso-8859-1": "ISO-8859-1", "latin1": "ISO-8859-1"}
+_ENCODINGS = {"utf-8": "UTF-8", "utf8": "UTF-8", "latin-1": "ISO-8859-1", "iso-8859-1": "ISO-8859-1", "latin1": "ISO-8859-1",
+              "cp1252": "windows-1252", "windows-1252": "windows-1252"}
 
 
 _REGEX_META = set(".$|()[{^?*+\\")
@@ -83,7 +84,10 @@ class SparkEngine(Engine):
     def read_lines(self, view: str, path, encoding: str, line_numbers: bool = True) -> None:
         enc = _ENCODINGS.get(encoding.lower())
         if enc is None:
-            raise ValueError(f"unsupported encoding {encoding!r} (use utf-8 or latin-1)")
+            raise ValueError(f"unsupported encoding {encoding!r} (use utf-8, latin-1 or cp1252)")
+        if enc == "windows-1252":
+            # Spark 4 accepts only a short list of charsets unless the JVM's own are allowed.
+            self.spark.conf.set("spark.sql.legacy.javaCharsets", "true")
         # The CSV reader (not the text reader) because it decodes Latin-1; \x01 never occurs, so each
         # line is one value and the step's SQL splits the fields, as on DuckDB.
         df = (

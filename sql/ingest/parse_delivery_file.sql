@@ -6,15 +6,17 @@
   Output: the delivered columns, typed from the table's SNDS schema (in schema order), identifier
           columns holding pseudonyms (never the raw value; NULL when not pseudonymisable), then
     _reason      NULL for a valid line; otherwise why it goes to the quarantine: 'wrong_column_count',
-                 'bad_<kind>:<COLUMN>' for the first field (in delivery order) whose text does not
-                 parse as its schema type, or 'missing_patient_id:<COLUMN>' when the patient column is
-                 empty or a placeholder;
+                 'bad_<kind>:<COLUMN>' for the first rule column (col.strict: a key or a field a rule
+                 needs, config/ingest.yaml rule_columns) whose text does not parse as its type, or
+                 'missing_patient_id:<COLUMN>' when the patient column is empty or a placeholder;
+    _nulled      the other columns whose text did not parse (their value is NULL, the row is kept), as
+                 'COLUMN|bad_<kind>|<shape>' entries joined by ';' (shape: digits 9, letters A), else NULL;
     _dropped_by  the named rule that drops a valid line (a PMSI stay not linked to a patient:
                  `unlinked_rule`), else NULL;
     _line        the raw line (for the quarantine, which pseudonymises it), and _lineno (file order).
   Empty fields are NULL. Blank lines are not rows.
 -#}
-{%- from "ingest/_parse.sql" import parse_value -%}
+{%- from "ingest/_parse.sql" import parse_value, value_shape -%}
 {%- from "pseudonymise/_identifiers.sql" import pseudonymisable -%}
 WITH split_lines AS (
     SELECT _lineno, rtrim(line, chr(13)) AS _line, string_split(rtrim(line, chr(13)), {{ separator | sql_string }}) AS _f
@@ -57,7 +59,7 @@ SELECT
     {%- endfor %}
     CASE
         WHEN _n <> {{ columns | length }} THEN 'wrong_column_count'
-        {%- for col in columns if col.kind != "string" %}
+        {%- for col in columns if col.kind not in ("string", "code") and col.strict %}
         WHEN {{ col.text_alias }} IS NOT NULL AND {{ col.name | ident }} IS NULL THEN 'bad_{{ col.kind }}:{{ col.name }}'
         {%- endfor %}
         {%- if patient_column and not unlinked_rule %}
@@ -68,6 +70,16 @@ SELECT
     CASE WHEN NOT {{ pseudonymisable(patient_column.name | ident, placeholders) }} THEN {{ unlinked_rule | sql_string }} END AS _dropped_by,
     {%- else %}
     CAST(NULL AS VARCHAR) AS _dropped_by,
+    {%- endif %}
+    {%- set lenient = columns | selectattr("strict", "false") | rejectattr("kind", "in", ["string", "code"]) | list %}
+    {%- if lenient %}
+    CASE WHEN _n = {{ columns | length }} THEN NULLIF(concat_ws(';'
+        {%- for col in lenient %},
+        CASE WHEN {{ col.text_alias }} IS NOT NULL AND {{ col.name | ident }} IS NULL
+             THEN '{{ col.name }}|bad_{{ col.kind }}|' || {{ value_shape(col.text_alias) }} END
+        {%- endfor %}), '') END AS _nulled,
+    {%- else %}
+    CAST(NULL AS VARCHAR) AS _nulled,
     {%- endif %}
     _line,
     _lineno

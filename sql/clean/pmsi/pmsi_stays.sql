@@ -5,7 +5,8 @@
   `_removed_by`, first match in this order:
     pmsi_incomplete_stay  the stay lacks its B or its C row (the other was quarantined at ingest, or
                           dropped there for a placeholder NIR: pmsi_placeholder_nir);
-    then the source's rules (sql/clean/pmsi/rules/<rule>.sql): {{ rules | map(attribute="name") | join(", ") }}.
+    then the source's rules (sql/clean/pmsi/rules/<rule>.sql): {{ rules | map(attribute="name") | join(", ") }};
+    a rule is not applied to the years whose tables lack every column it reads (rule.unevaluable_years).
   `stay_start`, `stay_end`: sql/clean/pmsi/_stay_dates.sql.
 -#}
 {%- from "clean/pmsi/_stay_dates.sql" import stay_start, stay_end -%}
@@ -35,7 +36,8 @@ stays AS (
 SELECT *,
     CASE WHEN NOT (_has_b AND _has_c) THEN 'pmsi_incomplete_stay'
     {%- for rule in rules %}
-         WHEN ({% include "clean/pmsi/rules/" ~ rule.name ~ ".sql" %}) THEN '{{ rule.name }}'
+         WHEN {% if rule.unevaluable_years %}year NOT IN ({{ rule.unevaluable_years | join(", ") }}) AND {% endif -%}
+              ({% include "clean/pmsi/rules/" ~ rule.name ~ ".sql" %}) THEN '{{ rule.name }}'
     {%- endfor %}
     END AS _removed_by,
     {{ stay_start(source.name, missing_before_year) }} AS stay_start,
