@@ -206,21 +206,21 @@ def write_table(out_dir: Path, file_name: str, table: str | None, year: int | No
     bad_values: dict[str, list[tuple[int, str]]] = {}
     wrong_count: list[int] = []
     for serial, (row, reason) in enumerate(corrupt):
-        if reason.startswith("nulled:"):
-            kind, col = reason[len("nulled:bad_"):].split(":", 1)
+        if reason == "wrong_column_count":
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+            wrong_count.append(row)
+            continue
+        nulled_cell = reason.startswith("nulled:")
+        kind, col = reason.removeprefix("nulled:")[len("bad_"):].split(":", 1)
+        if schemas.reason_kind(table, col) != kind:
+            raise ValueError(f"{file_name}: reason {reason} but {col} is {schemas.reason_kind(table, col)}")
+        if nulled_cell:
             if col not in cols:  # a column this delivery does not carry: nothing to write
                 continue
-            key = f"{col}|bad_{kind}"
-            nulled[key] = nulled.get(key, 0) + 1
+            nulled[f"{col}|bad_{kind}"] = nulled.get(f"{col}|bad_{kind}", 0) + 1
         else:
             by_reason[reason] = by_reason.get(reason, 0) + 1
-        if reason == "wrong_column_count":
-            wrong_count.append(row)
-        else:
-            kind, col = reason.removeprefix("nulled:")[len("bad_"):].split(":", 1)
-            if schemas.reason_kind(table, col) != kind:
-                raise ValueError(f"{file_name}: reason {reason} but {col} is {schemas.reason_kind(table, col)}")
-            bad_values.setdefault(col, []).append((row, _bad_token(profile, table, col, serial)))
+        bad_values.setdefault(col, []).append((row, _bad_token(profile, table, col, serial)))
     rows_seen = [r for r, _ in corrupt]
     if len(set(rows_seen)) != len(rows_seen):
         raise ValueError(f"{file_name}: a corrupted row has two faults")
